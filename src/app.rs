@@ -1,0 +1,167 @@
+//! [`Application`]: everything `cartero serve` runs, built from a [`Config`].
+//!
+//! `build` opens the store, loads the master key, checks that every stored secret can be
+//! opened with it, and binds the listener (port 0 picks a free port, which tests use);
+//! `run_until` serves until the given shutdown future completes, then drains in-flight
+//! requests.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::accounts::{Accounts, EnvFallback};
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::secrets::Keyring;
+use crate::store::{self, Store};
+
+/// The name of the lock file that keeps two servers (or a key rotation) off one data directory.
+pub const LOCK_FILE: &str = "cartero.lock";
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    _lock: std::fs::File,
+}
+
+/// Opens the store and the keyring of a configuration: shared by `serve` and the CLI.
+pub async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<Keyring>)> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let store = store::open(&config.database_url)
+        .await
+        .with_context(|| format!("opening the database {}", redact_url(&config.database_url)))?;
+    let sealed_with = store.sealed_key_ids().await?;
+    let keyring = Keyring::load(
+        config.master_key.as_ref().map(|s| s.expose()),
+        &config.data_dir,
+        sealed_with.is_empty(),
+    )?;
+    let missing: Vec<String> = sealed_with
+        .into_iter()
+        .filter(|id| !keyring.knows(id))
+        .collect();
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "the database holds credentials encrypted with master key(s) {} which are not loaded (loaded: {}). Restore the key file {} or set CARTERO_MASTER_KEY to the key that was in use.",
+            missing.join(", "),
+            keyring.active_id(),
+            config.data_dir.join(crate::secrets::KEY_FILE).display()
+        );
+    }
+    Ok((store, Arc::new(keyring)))
+}
+
+/// Takes the data directory's lock, or explains who holds it.
+pub fn lock_data_dir(config: &Config) -> anyhow::Result<std::fs::File> {
+    let path = config.data_dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another cartero process is using the data directory {} (lock {}): stop it first",
+            config.data_dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("creating the data directory {}", config.data_dir.display())
+        })?;
+        // One server per data directory: its key file and SQLite database are not shared.
+        let lock = lock_data_dir(&config)?;
+        let (store, keyring) = open_store(&config).await?;
+        let env_fallback = match &config.fallback_smtp_url {
+            Some(url) => Some(Arc::new(EnvFallback::parse(url.expose())?)),
+            None => None,
+        };
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listening on {}", config.listen))?;
+        let accounts = Accounts::new(store.clone(), keyring);
+        Ok(Application {
+            listener,
+            state: AppState {
+                config: Arc::new(config),
+                store,
+                accounts,
+                env_fallback,
+            },
+            _lock: lock,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then finishes the requests in flight.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let router = http::router(self.state.clone());
+        tracing::info!(address = %self.local_addr(), "cartero is listening");
+        axum::serve(self.listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP")?;
+        tracing::info!("cartero stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested");
+}
+
+/// A database URL fit for a log line: the password, if any, replaced.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("****"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,263 @@
+//! Layered configuration: built-in defaults ← `cartero.toml` ← `CARTERO_*` environment ←
+//! command-line flags. Each layer only overrides what it names.
+//!
+//! The file is `--config FILE` (or `CARTERO_CONFIG`) when given, else `cartero.toml` in the
+//! data directory when it exists. The environment is passed in as a function so that tests
+//! control it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use crate::domain::i18n::Locale;
+use crate::secrets::Secret;
+
+/// The settings a running cartero needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the SQLite database and the master key file live.
+    pub data_dir: PathBuf,
+    /// The HTTP listen address (default 127.0.0.1:8080).
+    pub listen: SocketAddr,
+    /// `sqlite://…` (default: `cartero.db` in the data directory) or `postgres://…`.
+    pub database_url: String,
+    /// `CARTERO_MASTER_KEY`: base64 master key(s); when absent the key file is used.
+    pub master_key: Option<Secret>,
+    /// `CARTERO_FALLBACK_SMTP_URL`: the operator's system fallback account.
+    pub fallback_smtp_url: Option<Secret>,
+    /// `text` (default) or `json` log lines.
+    pub log_format: LogFormat,
+    /// Language of answers when the client names none (default `en`).
+    pub default_locale: Locale,
+    /// Largest accepted JSON request body, in bytes (default 256 KiB).
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// What the command line may override.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub database_url: Option<String>,
+}
+
+/// The keys `cartero.toml` may hold (all optional; unknown keys are an error).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<String>,
+    database_url: Option<String>,
+    fallback_smtp_url: Option<String>,
+    log_format: Option<String>,
+    default_locale: Option<String>,
+    max_body_bytes: Option<usize>,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "data";
+pub const CONFIG_FILE: &str = "cartero.toml";
+
+impl Config {
+    /// Loads the configuration from the real process environment.
+    pub fn load(overrides: Overrides) -> anyhow::Result<Config> {
+        Config::load_with(overrides, &|name| std::env::var(name).ok())
+    }
+
+    /// Loads the configuration with `env` standing in for the process environment.
+    pub fn load_with(
+        overrides: Overrides,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Config> {
+        let env = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+
+        // The data directory decides where the default config file is, so resolve it first
+        // from the layers that do not depend on the file.
+        let explicit_file = overrides
+            .config_file
+            .clone()
+            .or_else(|| env("CARTERO_CONFIG").map(PathBuf::from));
+        let early_data_dir = overrides
+            .data_dir
+            .clone()
+            .or_else(|| env("CARTERO_DATA_DIR").map(PathBuf::from));
+
+        let file = match &explicit_file {
+            Some(path) => read_file(path)?,
+            None => {
+                let dir = early_data_dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+                let path = dir.join(CONFIG_FILE);
+                if path.exists() {
+                    read_file(&path)?
+                } else {
+                    FileConfig::default()
+                }
+            }
+        };
+
+        let data_dir = early_data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+
+        let listen_text = env("CARTERO_LISTEN")
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen = match overrides.listen {
+            Some(l) => l,
+            None => listen_text.parse().with_context(|| {
+                format!("listen address `{listen_text}` is not IP:PORT (e.g. 127.0.0.1:8080)")
+            })?,
+        };
+
+        let database_url = overrides
+            .database_url
+            .or_else(|| env("CARTERO_DATABASE_URL"))
+            .or(file.database_url)
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("cartero.db").display()));
+
+        let log_format = match env("CARTERO_LOG_FORMAT")
+            .or(file.log_format)
+            .as_deref()
+            .unwrap_or("text")
+        {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => bail!("log format `{other}` is unknown: use `text` or `json`"),
+        };
+
+        let default_locale = match env("CARTERO_DEFAULT_LOCALE").or(file.default_locale) {
+            None => Locale::En,
+            Some(tag) => Locale::from_tag(&tag)
+                .with_context(|| format!("default locale `{tag}` is unknown: use `es` or `en`"))?,
+        };
+
+        let max_body_bytes = match env("CARTERO_MAX_BODY_BYTES") {
+            Some(v) => v
+                .parse()
+                .with_context(|| format!("CARTERO_MAX_BODY_BYTES `{v}` is not a number"))?,
+            None => file.max_body_bytes.unwrap_or(256 * 1024),
+        };
+
+        Ok(Config {
+            data_dir,
+            listen,
+            database_url,
+            master_key: env("CARTERO_MASTER_KEY").map(Secret::new),
+            fallback_smtp_url: env("CARTERO_FALLBACK_SMTP_URL")
+                .or(file.fallback_smtp_url)
+                .map(Secret::new),
+            log_format,
+            default_locale,
+            max_body_bytes,
+        })
+    }
+
+    /// A configuration for tests and embedding: everything in `data_dir`, listening on an
+    /// ephemeral port of 127.0.0.1.
+    pub fn for_data_dir(data_dir: &Path) -> Config {
+        Config {
+            data_dir: data_dir.to_path_buf(),
+            listen: "127.0.0.1:0".parse().expect("valid address"),
+            database_url: format!("sqlite://{}", data_dir.join("cartero.db").display()),
+            master_key: None,
+            fallback_smtp_url: None,
+            log_format: LogFormat::Text,
+            default_locale: Locale::En,
+            max_body_bytes: 256 * 1024,
+        }
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the configuration file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("in the configuration file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_then_file_then_env_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "listen = \"127.0.0.1:9000\"\nlog_format = \"json\"\ndefault_locale = \"es\"\n",
+        )
+        .unwrap();
+        let data = dir.path().to_str().unwrap();
+
+        let only_file =
+            Config::load_with(Overrides::default(), &env_of(&[("CARTERO_DATA_DIR", data)]))
+                .unwrap();
+        assert_eq!(only_file.listen.port(), 9000);
+        assert_eq!(only_file.log_format, LogFormat::Json);
+        assert_eq!(only_file.default_locale, Locale::Es);
+        assert!(only_file.database_url.starts_with("sqlite://"));
+
+        let env_wins = Config::load_with(
+            Overrides::default(),
+            &env_of(&[
+                ("CARTERO_DATA_DIR", data),
+                ("CARTERO_LISTEN", "127.0.0.1:9100"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(env_wins.listen.port(), 9100);
+
+        let flag_wins = Config::load_with(
+            Overrides {
+                listen: Some("127.0.0.1:9200".parse().unwrap()),
+                ..Overrides::default()
+            },
+            &env_of(&[
+                ("CARTERO_DATA_DIR", data),
+                ("CARTERO_LISTEN", "127.0.0.1:9100"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(flag_wins.listen.port(), 9200);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = Config::load_with(
+            Overrides::default(),
+            &env_of(&[("CARTERO_LISTEN", "localhost")]),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("localhost"));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CONFIG_FILE), "lisen = \"x\"\n").unwrap();
+        let err = Config::load_with(
+            Overrides {
+                data_dir: Some(dir.path().to_path_buf()),
+                ..Overrides::default()
+            },
+            &env_of(&[]),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("lisen"));
+    }
+}

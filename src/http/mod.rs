@@ -1,0 +1,47 @@
+//! The HTTP interface: the `/v1` JSON API, `/healthz` and the OpenAPI document.
+//!
+//! Every route authenticates a [`auth::Caller`] and requires one permission; errors are
+//! [`error::ApiError`]s rendered in the caller's language by the [`error::localize`]
+//! middleware. Handlers are thin: they call the same services the CLI uses.
+
+pub mod auth;
+pub mod error;
+pub mod json;
+mod routes;
+pub mod views;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use tower_http::trace::TraceLayer;
+
+use crate::accounts::{Accounts, EnvFallback};
+use crate::config::Config;
+use crate::store::Store;
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub accounts: Accounts,
+    /// The fallback account from `CARTERO_FALLBACK_SMTP_URL`, if the operator set one.
+    pub env_fallback: Option<Arc<EnvFallback>>,
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    routes::api()
+        .fallback(error::no_route)
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            error::localize,
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+pub use routes::ApiDoc;

@@ -1,0 +1,255 @@
+//! The `/v1` routes. Each handler: authenticate, require one permission, call a service,
+//! answer a view.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use utoipa::OpenApi;
+
+use super::AppState;
+use super::auth::Caller;
+use super::error::ApiError;
+use super::json::ValidJson;
+use super::views::{AccountView, FallbackView, PresetView};
+use crate::domain::account::AccountInput;
+use crate::domain::i18n::Locale;
+use crate::domain::permission::Permission;
+use crate::domain::presets;
+use crate::store::SYSTEM_PROJECT;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "cartero",
+        description = "Self-hosted outgoing mail: SMTP accounts with encrypted credentials, presets, the system fallback account. Authenticate with `Authorization: Bearer <token>` (`cartero token create`). Errors: `{\"error\": {\"code\", \"message\", \"field\"?}}`, in the language of `Accept-Language` (es, en)."
+    ),
+    paths(
+        healthz,
+        list_accounts,
+        create_account,
+        get_account,
+        update_account,
+        delete_account,
+        list_presets,
+        get_fallback,
+        put_fallback,
+        delete_fallback
+    ),
+    components(schemas(AccountView, PresetView, FallbackView, AccountInput)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+pub fn api() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/accounts", get(list_accounts).post(create_account))
+        .route(
+            "/v1/accounts/{id}",
+            get(get_account)
+                .patch(update_account)
+                .delete(delete_account),
+        )
+        .route("/v1/presets", get(list_presets))
+        .route(
+            "/v1/system/fallback",
+            get(get_fallback).put(put_fallback).delete(delete_fallback),
+        )
+}
+
+/// Liveness and database reachability.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "healthy"), (status = 503, description = "the database is unreachable")))]
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.store.health().await {
+        Ok(()) => (StatusCode::OK, Json(json!({"status": "ok"}))),
+        Err(e) => {
+            tracing::error!(error = %e, "health check failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unavailable", "error": {"code": "database_unavailable"}})),
+            )
+        }
+    }
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// The caller's project's accounts, highest priority first.
+#[utoipa::path(get, path = "/v1/accounts", responses((status = 200, body = [AccountView])), security(("bearer" = [])))]
+async fn list_accounts(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<AccountView>>, ApiError> {
+    caller.require(Permission::SettingsView)?;
+    let accounts = state.accounts.list(&caller.project_id).await?;
+    Ok(Json(accounts.iter().map(AccountView::from).collect()))
+}
+
+/// Creates an account (`"preset": "gmail"` fills the provider's server settings).
+#[utoipa::path(post, path = "/v1/accounts", request_body = AccountInput, responses((status = 201, body = AccountView), (status = 422, description = "invalid field"), (status = 409, description = "name taken")), security(("bearer" = [])))]
+async fn create_account(
+    State(state): State<AppState>,
+    caller: Caller,
+    ValidJson(input): ValidJson<AccountInput>,
+) -> Result<(StatusCode, Json<AccountView>), ApiError> {
+    caller.require(Permission::AccountsManage)?;
+    let record = state.accounts.create(&caller.project_id, &input).await?;
+    tracing::info!(account = %record.id, project = %record.project_id, "account created");
+    Ok((StatusCode::CREATED, Json(AccountView::from(&record))))
+}
+
+#[utoipa::path(get, path = "/v1/accounts/{id}", responses((status = 200, body = AccountView), (status = 404, description = "not in this project")), security(("bearer" = [])))]
+async fn get_account(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<AccountView>, ApiError> {
+    caller.require(Permission::SettingsView)?;
+    let record = state.accounts.get(&caller.project_id, &id).await?;
+    Ok(Json(AccountView::from(&record)))
+}
+
+/// Changes the fields the body names; `null` clears a nullable field; an absent password is kept.
+#[utoipa::path(patch, path = "/v1/accounts/{id}", request_body = AccountInput, responses((status = 200, body = AccountView), (status = 404, description = "not in this project"), (status = 422, description = "invalid field")), security(("bearer" = [])))]
+async fn update_account(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ValidJson(patch): ValidJson<AccountInput>,
+) -> Result<Json<AccountView>, ApiError> {
+    caller.require(Permission::AccountsManage)?;
+    let record = state
+        .accounts
+        .update(&caller.project_id, &id, patch)
+        .await?;
+    tracing::info!(account = %record.id, project = %record.project_id, "account updated");
+    Ok(Json(AccountView::from(&record)))
+}
+
+#[utoipa::path(delete, path = "/v1/accounts/{id}", responses((status = 204, description = "deleted"), (status = 404, description = "not in this project")), security(("bearer" = [])))]
+async fn delete_account(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Permission::AccountsManage)?;
+    state.accounts.delete(&caller.project_id, &id).await?;
+    tracing::info!(account = %id, project = %caller.project_id, "account deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PresetQuery {
+    email: Option<String>,
+}
+
+/// Provider presets; `?email=ana@gmail.com` keeps the ones for that address's provider.
+#[utoipa::path(get, path = "/v1/presets", params(("email" = Option<String>, Query, description = "an address whose provider to look up")), responses((status = 200, body = [PresetView])), security(("bearer" = [])))]
+async fn list_presets(
+    caller: Caller,
+    Extension(locale): Extension<Locale>,
+    query: Result<Query<PresetQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<PresetView>>, ApiError> {
+    caller.require(Permission::SettingsView)?;
+    let Query(query) = query.map_err(|_| {
+        ApiError::invalid(vec![crate::domain::validation::FieldError::invalid(
+            "query",
+            "The only query parameter is `email`.",
+            "El único parámetro de consulta es `email`.",
+        )])
+    })?;
+    let list: Vec<&presets::Preset> = match query.email.as_deref() {
+        Some(email) => presets::for_email(email),
+        None => presets::all().iter().collect(),
+    };
+    Ok(Json(
+        list.into_iter()
+            .map(|p| PresetView::new(p, locale))
+            .collect(),
+    ))
+}
+
+/// The operator's system fallback account, used when a project has no account of a
+/// message's type.
+#[utoipa::path(get, path = "/v1/system/fallback", responses((status = 200, body = FallbackView)), security(("bearer" = [])))]
+async fn get_fallback(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<FallbackView>, ApiError> {
+    caller.require(Permission::SettingsView)?;
+    Ok(Json(fallback_view(&state).await?))
+}
+
+async fn fallback_view(state: &AppState) -> Result<FallbackView, ApiError> {
+    if let Some(record) = state.accounts.stored_fallback().await? {
+        return Ok(FallbackView {
+            source: "api".into(),
+            account: Some(AccountView::from(&record)),
+        });
+    }
+    Ok(match &state.env_fallback {
+        Some(env) => FallbackView {
+            source: "environment".into(),
+            account: Some(AccountView::from_spec(
+                SYSTEM_PROJECT,
+                &env.spec,
+                env.password.is_some(),
+                false,
+            )),
+        },
+        None => FallbackView {
+            source: "none".into(),
+            account: None,
+        },
+    })
+}
+
+/// Sets the fallback account (overrides `CARTERO_FALLBACK_SMTP_URL`); fields absent from the
+/// body keep their stored value, as with `PATCH`.
+#[utoipa::path(put, path = "/v1/system/fallback", request_body = AccountInput, responses((status = 200, body = FallbackView), (status = 403, description = "needs defaults.manage")), security(("bearer" = [])))]
+async fn put_fallback(
+    State(state): State<AppState>,
+    caller: Caller,
+    ValidJson(input): ValidJson<AccountInput>,
+) -> Result<Json<FallbackView>, ApiError> {
+    caller.require(Permission::DefaultsManage)?;
+    state.accounts.put_fallback(input).await?;
+    tracing::info!(by_token = %caller.token_id, "system fallback account set");
+    Ok(Json(fallback_view(&state).await?))
+}
+
+/// Removes the fallback set through the API (the environment's, if any, applies again).
+#[utoipa::path(delete, path = "/v1/system/fallback", responses((status = 200, body = FallbackView)), security(("bearer" = [])))]
+async fn delete_fallback(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Permission::DefaultsManage)?;
+    let removed = state.accounts.delete_fallback().await?;
+    tracing::info!(by_token = %caller.token_id, removed, "system fallback account removed");
+    let view = fallback_view(&state).await?;
+    Ok(Json(
+        json!({"removed": removed, "source": view.source, "account": view.account}),
+    ))
+}

@@ -1,0 +1,25 @@
+//! cartero — a self-hosted outgoing-mail service.
+//!
+//! The crate is layered so that dependencies point one way (see `DESIGN.md`):
+//!
+//! * [`domain`] — pure types with no I/O: accounts and the values that make them up
+//!   (parsed at the door, never re-validated), permissions and roles, provider presets,
+//!   bilingual (es/en) texts.
+//! * [`store`] — the `Store` trait and its SQLite implementation (the embedded default).
+//! * [`secrets`] — AES-256-GCM envelope encryption for every stored credential.
+//! * [`accounts`] — the account service: validation + encryption + storage, shared by the
+//!   HTTP API and the CLI so both behave the same.
+//! * [`http`] — the axum JSON API (`/v1`), its authentication and error answers.
+//! * [`cli`] — the subcommands of the `cartero` binary.
+//! * [`app`] — [`app::Application`]: builds the state, binds the listener, serves until shutdown.
+#![forbid(unsafe_code)]
+
+pub mod accounts;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod secrets;
+pub mod store;
+pub mod tokens;

@@ -1,0 +1,354 @@
+//! The real `cartero` binary, run as an operator would.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::helpers::spawn_app;
+
+fn cartero(data_dir: &Path, args: &[&str], stdin: Option<&str>, lang: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cartero"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env_remove("CARTERO_MASTER_KEY")
+        .env("LANG", lang)
+        .env_remove("LC_ALL")
+        .env_remove("LC_MESSAGES")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[test]
+fn token_and_account_lifecycle_from_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let token = ok(&cartero(
+        d,
+        &["token", "create", "--name", "erp", "--role", "sender"],
+        None,
+        "C",
+    ));
+    assert!(token.trim().starts_with("cartero_"));
+    let listed = ok(&cartero(d, &["token", "list"], None, "C"));
+    assert!(listed.contains("erp") && listed.contains("sender"));
+    assert!(
+        !listed.contains(token.trim()),
+        "token text is never shown again"
+    );
+
+    let out = ok(&cartero(
+        d,
+        &[
+            "account",
+            "add",
+            "--preset",
+            "office365",
+            "--name",
+            "Ventas",
+            "--from-email",
+            "ventas@acme.example",
+            "--priority",
+            "10",
+            "--password-stdin",
+            "--json",
+        ],
+        Some("Cli-s3cret-pw\n"),
+        "C",
+    ));
+    let created: Value = serde_json::from_str(&out).unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    assert_eq!(created["host"], "smtp.office365.com");
+    assert_eq!(created["microsoft365"], true);
+    assert_eq!(created["password_set"], true);
+
+    let list = ok(&cartero(d, &["account", "list"], None, "C"));
+    assert!(list.contains("Ventas") && list.contains(&id));
+    let shown = ok(&cartero(d, &["account", "show", &id], None, "C"));
+    assert!(shown.contains("password       set"));
+    assert!(!shown.contains("Cli-s3cret-pw"));
+
+    let updated: Value = serde_json::from_str(&ok(&cartero(
+        d,
+        &[
+            "account",
+            "update",
+            &id,
+            "--priority",
+            "-5",
+            "--per-day",
+            "500",
+            "--json",
+        ],
+        None,
+        "C",
+    )))
+    .unwrap();
+    assert_eq!(updated["priority"], -5);
+    assert_eq!(updated["limits"]["per_day"], 500);
+    assert_eq!(updated["password_set"], true);
+
+    let disabled: Value = serde_json::from_str(&ok(&cartero(
+        d,
+        &["account", "disable", &id, "--json"],
+        None,
+        "C",
+    )))
+    .unwrap();
+    assert_eq!(disabled["enabled"], false);
+    let enabled: Value = serde_json::from_str(&ok(&cartero(
+        d,
+        &["account", "enable", &id, "--json"],
+        None,
+        "C",
+    )))
+    .unwrap();
+    assert_eq!(enabled["enabled"], true);
+
+    // Key rotation re-encrypts and the password still opens (show works, key id changes).
+    let key_before = std::fs::read_to_string(d.join("master.key")).unwrap();
+    let rotated = ok(&cartero(d, &["key", "rotate"], None, "C"));
+    assert!(rotated.contains("Re-encrypted 1 credential"), "{rotated}");
+    let key_after = std::fs::read_to_string(d.join("master.key")).unwrap();
+    assert_ne!(key_before, key_after);
+    assert_eq!(
+        key_after.lines().filter(|l| !l.starts_with('#')).count(),
+        1,
+        "the old key is retired"
+    );
+    ok(&cartero(d, &["account", "show", &id], None, "C"));
+
+    ok(&cartero(d, &["account", "remove", &id], None, "C"));
+    let out = cartero(d, &["account", "show", &id], None, "C");
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn bad_input_exits_2_with_the_reason_in_the_users_language() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cartero(
+        dir.path(),
+        &[
+            "account",
+            "add",
+            "--name",
+            "X",
+            "--host",
+            "smtp.acme.example",
+            "--port",
+            "99999",
+            "--security",
+            "starttls",
+            "--from-email",
+            "nope",
+        ],
+        None,
+        "es_ES.UTF-8",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("La cuenta no es válida"), "{err}");
+    assert!(err.contains("port") && err.contains("from_email"), "{err}");
+    let list = ok(&cartero(
+        dir.path(),
+        &["account", "list", "--json"],
+        None,
+        "C",
+    ));
+    assert_eq!(list.trim(), "[]");
+
+    let out = cartero(
+        dir.path(),
+        &["token", "create", "--name", "x", "--role", "root"],
+        None,
+        "C",
+    );
+    assert_eq!(out.status.code(), Some(2), "clap refuses an unknown role");
+    let out = cartero(
+        dir.path(),
+        &[
+            "token",
+            "create",
+            "--name",
+            "x",
+            "--role",
+            "admin",
+            "--project",
+            "ghost",
+        ],
+        None,
+        "C",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cartero project create ghost"));
+}
+
+#[test]
+fn presets_from_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ok(&cartero(
+        dir.path(),
+        &["presets", "--email", "ana@gmail.com"],
+        None,
+        "es_ES.UTF-8",
+    ));
+    assert!(out.contains("smtp.gmail.com:587 starttls"), "{out}");
+    assert!(out.contains("contraseña de aplicación"), "{out}");
+    let out = ok(&cartero(dir.path(), &["presets"], None, "C"));
+    assert!(out.lines().count() > 20);
+}
+
+#[tokio::test]
+async fn a_change_from_the_cli_is_seen_by_the_running_server() {
+    let app = spawn_app().await;
+    let dir = app.dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        cartero(
+            &dir,
+            &[
+                "account",
+                "add",
+                "--name",
+                "Relay",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "2525",
+                "--security",
+                "none",
+                "--from-email",
+                "app@acme.example",
+                "--json",
+            ],
+            None,
+            "C",
+        )
+    })
+    .await
+    .unwrap();
+    let created: Value = serde_json::from_str(&ok(&out)).unwrap();
+    let (status, seen) = app
+        .owner_json(
+            Method::GET,
+            &format!("/v1/accounts/{}", created["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(seen["name"], "Relay");
+    // A second server on the same data directory is refused clearly.
+    let dir = app.dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_cartero"))
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another cartero process"));
+}
+
+#[test]
+fn master_key_from_the_environment_makes_no_key_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="; // 32 bytes
+    let run = |args: &[&str], stdin: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cartero"));
+        c.arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .env("CARTERO_MASTER_KEY", key)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        if let Some(s) = stdin {
+            child
+                .stdin
+                .as_mut()
+                .unwrap()
+                .write_all(s.as_bytes())
+                .unwrap();
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().unwrap()
+    };
+    ok(&run(
+        &[
+            "account",
+            "add",
+            "--name",
+            "A",
+            "--host",
+            "smtp.acme.example",
+            "--port",
+            "587",
+            "--from-email",
+            "a@acme.example",
+            "--username",
+            "a",
+            "--password-stdin",
+        ],
+        Some("pw-env-key\n"),
+    ));
+    assert!(!dir.path().join("master.key").exists());
+    // Without the key the data cannot be opened, and cartero says why instead of failing later.
+    let out = cartero(dir.path(), &["account", "list"], None, "C");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("master key file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !dir.path().join("master.key").exists(),
+        "no useless new key was made"
+    );
+    // With another key, cartero names the key it needs.
+    let out = Command::new(env!("CARGO_BIN_EXE_cartero"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["account", "list"])
+        .env(
+            "CARTERO_MASTER_KEY",
+            "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY=",
+        )
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not loaded"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
