@@ -4,5 +4,7 @@
 mod accounts;
 mod cli;
 mod helpers;
+mod peer_smtp;
+mod peers;
 mod permissions;
 mod system;
