@@ -10,9 +10,13 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
-use crate::domain::account::{AccountInput, AccountSecrets, AccountSpec, SecretChange};
+use crate::domain::account::{
+    AccountInput, AccountSecrets, AccountSpec, EmailAddress, SecretChange,
+};
 use crate::domain::validation::FieldError;
+use crate::probe::{self, ProbeReport, ProbeRequest, ProbeSettings};
 use crate::secrets::{Keyring, Secret, SecretError};
+use crate::store::LastTest;
 use crate::store::{AccountRecord, SYSTEM_PROJECT, Store, StoreError, account_aad};
 
 /// Why an account operation did not happen. Nothing is written in any of these cases.
@@ -169,6 +173,56 @@ impl Accounts {
         );
     }
 
+    // ----- Probar / Test ----------------------------------------------------------------
+
+    /// Tests a saved account. `overrides` (fields as in `PATCH`) are tried without being
+    /// saved — the form's "test before saving" for an existing account; only a test of the
+    /// account exactly as stored is kept as its last test result.
+    pub async fn test_saved(
+        &self,
+        project_id: &str,
+        id: &str,
+        overrides: Option<AccountInput>,
+        target: TestTarget,
+        settings: &ProbeSettings,
+    ) -> Result<ProbeReport, AccountError> {
+        let record = self.get(project_id, id).await?;
+        let stored = self.credentials(&record)?;
+        let (spec, secrets) = match &overrides {
+            None => (record.spec.clone(), AccountSecrets::default()),
+            Some(patch) => AccountInput::from_spec(&record.spec)
+                .overlay(patch.clone())
+                .parse(record.password_sealed.is_some())
+                .map_err(AccountError::Invalid)?,
+        };
+        let request = probe_request(spec, &secrets, stored, target);
+        let report = probe::run(&request, settings).await;
+        if overrides.is_none() {
+            let test = LastTest {
+                at: OffsetDateTime::now_utc(),
+                ok: report.ok,
+                code: report
+                    .diagnosis
+                    .as_ref()
+                    .map(|d| d.code.as_str().to_string()),
+            };
+            self.store.record_test(project_id, id, &test).await?;
+        }
+        Ok(report)
+    }
+
+    /// Tests an account that is not saved (the form before the first Save).
+    pub async fn test_unsaved(
+        &self,
+        input: &AccountInput,
+        target: TestTarget,
+        settings: &ProbeSettings,
+    ) -> Result<ProbeReport, AccountError> {
+        let (spec, secrets) = input.parse(false).map_err(AccountError::Invalid)?;
+        let request = probe_request(spec, &secrets, AccountCredentials::default(), target);
+        Ok(probe::run(&request, settings).await)
+    }
+
     // ----- the operator's system fallback account ---------------------------------------
 
     /// The fallback account stored through the API, if any (it lives in the reserved
@@ -198,6 +252,35 @@ impl Accounts {
             }
             None => Ok(false),
         }
+    }
+}
+
+/// Where a connection test sends, and whether it sends at all.
+#[derive(Debug, Clone)]
+pub struct TestTarget {
+    /// Defaults to the account's own sender address.
+    pub send_to: Option<EmailAddress>,
+    /// `false` stops after RCPT TO.
+    pub send: bool,
+}
+
+fn probe_request(
+    spec: AccountSpec,
+    secrets: &AccountSecrets,
+    stored: AccountCredentials,
+    target: TestTarget,
+) -> ProbeRequest {
+    let pick = |change: &SecretChange, stored: Option<Secret>| match change {
+        SecretChange::Keep => stored,
+        SecretChange::Clear => None,
+        SecretChange::Set(v) => Some(Secret::new(v.clone())),
+    };
+    ProbeRequest {
+        send_to: target.send_to.unwrap_or_else(|| spec.from_email.clone()),
+        send: target.send,
+        password: pick(&secrets.password, stored.password),
+        imap_password: pick(&secrets.imap_password, stored.imap_password),
+        spec,
     }
 }
 

@@ -55,6 +55,21 @@ pub async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<
     Ok((store, Arc::new(keyring)))
 }
 
+/// The connection-test settings of a configuration (loads the TLS trust store).
+pub fn probe_settings(config: &Config) -> anyhow::Result<crate::probe::ProbeSettings> {
+    let n = &config.network;
+    Ok(crate::probe::ProbeSettings {
+        timeouts: crate::smtp::Timeouts {
+            connect: n.connect_timeout,
+            reply: n.reply_timeout,
+        },
+        total: n.test_timeout,
+        deny_private_destinations: n.deny_private_destinations,
+        trust: crate::tls::TlsTrust::system(n.tls_ca_file.as_deref())?,
+        helo_name: n.helo_name.clone(),
+    })
+}
+
 /// Takes the data directory's lock, or explains who holds it.
 pub fn lock_data_dir(config: &Config) -> anyhow::Result<std::fs::File> {
     let path = config.data_dir.join(LOCK_FILE);
@@ -93,6 +108,8 @@ impl Application {
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
         let accounts = Accounts::new(store.clone(), keyring);
+        let probe = Arc::new(probe_settings(&config)?);
+        let test_limiter = Arc::new(http::TestLimiter::new(config.network.tests_per_minute));
         Ok(Application {
             listener,
             state: AppState {
@@ -100,6 +117,8 @@ impl Application {
                 store,
                 accounts,
                 env_fallback,
+                probe,
+                test_limiter,
             },
             _lock: lock,
         })

@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
@@ -33,6 +34,43 @@ pub struct Config {
     pub default_locale: Locale,
     /// Largest accepted JSON request body, in bytes (default 256 KiB).
     pub max_body_bytes: usize,
+    /// Outgoing connections (connection tests, delivery).
+    pub network: NetworkConfig,
+}
+
+/// How cartero connects to mail servers.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    /// Refuse loopback, private, link-local and metadata destinations after DNS resolution
+    /// (`network.deny_private_destinations`, `CARTERO_DENY_PRIVATE_DESTINATIONS`). Off by
+    /// default: self-hosting often means a relay or ProtonMail Bridge on 127.0.0.1.
+    pub deny_private_destinations: bool,
+    /// Extra CA bundle (PEM) trusted besides the system store (`CARTERO_TLS_CA_FILE`).
+    pub tls_ca_file: Option<PathBuf>,
+    /// TCP connect timeout (default 10 s).
+    pub connect_timeout: Duration,
+    /// Timeout for each server reply (default 30 s).
+    pub reply_timeout: Duration,
+    /// Bound on a whole connection test (default 90 s).
+    pub test_timeout: Duration,
+    /// Connection tests allowed per project and minute (default 10).
+    pub tests_per_minute: u32,
+    /// The name cartero gives in EHLO (default `localhost`).
+    pub helo_name: String,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            deny_private_destinations: false,
+            tls_ca_file: None,
+            connect_timeout: Duration::from_secs(10),
+            reply_timeout: Duration::from_secs(30),
+            test_timeout: Duration::from_secs(90),
+            tests_per_minute: 10,
+            helo_name: "localhost".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +99,20 @@ struct FileConfig {
     log_format: Option<String>,
     default_locale: Option<String>,
     max_body_bytes: Option<usize>,
+    #[serde(default)]
+    network: NetworkFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetworkFile {
+    deny_private_destinations: Option<bool>,
+    tls_ca_file: Option<PathBuf>,
+    connect_timeout_secs: Option<u64>,
+    reply_timeout_secs: Option<u64>,
+    test_timeout_secs: Option<u64>,
+    tests_per_minute: Option<u32>,
+    helo_name: Option<String>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -149,6 +201,61 @@ impl Config {
             None => file.max_body_bytes.unwrap_or(256 * 1024),
         };
 
+        let parse_env = |name: &str| -> anyhow::Result<Option<u64>> {
+            env(name)
+                .map(|v| {
+                    v.trim()
+                        .parse::<u64>()
+                        .with_context(|| format!("{name} `{v}` is not a whole number"))
+                })
+                .transpose()
+        };
+        let defaults = NetworkConfig::default();
+        let secs =
+            |env_name: &str, file: Option<u64>, default: Duration| -> anyhow::Result<Duration> {
+                Ok(parse_env(env_name)?
+                    .or(file)
+                    .map(Duration::from_secs)
+                    .unwrap_or(default))
+            };
+        let deny_private_destinations = match env("CARTERO_DENY_PRIVATE_DESTINATIONS") {
+            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                _ => bail!("CARTERO_DENY_PRIVATE_DESTINATIONS `{v}` must be true or false"),
+            },
+            None => file.network.deny_private_destinations.unwrap_or(false),
+        };
+        let network = NetworkConfig {
+            deny_private_destinations,
+            tls_ca_file: env("CARTERO_TLS_CA_FILE")
+                .map(PathBuf::from)
+                .or(file.network.tls_ca_file),
+            connect_timeout: secs(
+                "CARTERO_CONNECT_TIMEOUT_SECS",
+                file.network.connect_timeout_secs,
+                defaults.connect_timeout,
+            )?,
+            reply_timeout: secs(
+                "CARTERO_REPLY_TIMEOUT_SECS",
+                file.network.reply_timeout_secs,
+                defaults.reply_timeout,
+            )?,
+            test_timeout: secs(
+                "CARTERO_TEST_TIMEOUT_SECS",
+                file.network.test_timeout_secs,
+                defaults.test_timeout,
+            )?,
+            tests_per_minute: parse_env("CARTERO_TESTS_PER_MINUTE")?
+                .map(|v| v as u32)
+                .or(file.network.tests_per_minute)
+                .unwrap_or(defaults.tests_per_minute)
+                .max(1),
+            helo_name: env("CARTERO_HELO_NAME")
+                .or(file.network.helo_name)
+                .unwrap_or(defaults.helo_name),
+        };
+
         Ok(Config {
             data_dir,
             listen,
@@ -160,6 +267,7 @@ impl Config {
             log_format,
             default_locale,
             max_body_bytes,
+            network,
         })
     }
 
@@ -175,6 +283,7 @@ impl Config {
             log_format: LogFormat::Text,
             default_locale: Locale::En,
             max_body_bytes: 256 * 1024,
+            network: NetworkConfig::default(),
         }
     }
 }

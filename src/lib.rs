@@ -7,6 +7,10 @@
 //!   bilingual (es/en) texts.
 //! * [`store`] — the `Store` trait and its SQLite implementation (the embedded default).
 //! * [`secrets`] — AES-256-GCM envelope encryption for every stored credential.
+//! * [`tls`], [`smtp`] — rustls (ring) with an observing verifier, and the step-by-step SMTP
+//!   client with a credential-masking transcript.
+//! * [`probe`] — Probar / Test: the staged connection check; failures are explained by the one
+//!   classifier in [`domain::diagnosis`], which delivery shares.
 //! * [`accounts`] — the account service: validation + encryption + storage, shared by the
 //!   HTTP API and the CLI so both behave the same.
 //! * [`http`] — the axum JSON API (`/v1`), its authentication and error answers.
@@ -20,6 +24,9 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod probe;
 pub mod secrets;
+pub mod smtp;
 pub mod store;
+pub mod tls;
 pub mod tokens;

@@ -11,9 +11,9 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use super::{UsageError, require_project, terminal_locale};
-use crate::accounts::{AccountError, Accounts};
-use crate::domain::account::{AccountInput, ImapInput, LimitsInput};
-use crate::http::views::AccountView;
+use crate::accounts::{AccountError, Accounts, TestTarget};
+use crate::domain::account::{AccountInput, EmailAddress, ImapInput, LimitsInput};
+use crate::http::views::{AccountView, TestView};
 use crate::store::{AccountRecord, DEFAULT_PROJECT, Store};
 
 #[derive(Debug, Subcommand)]
@@ -53,6 +53,19 @@ pub enum AccountCommand {
     /// Disable an account: it is skipped by routing until enabled.
     Disable {
         id: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Probar / Test: check DNS, TCP, TLS, EHLO, STARTTLS, AUTH, MAIL FROM, RCPT TO, send a
+    /// test email (unless --no-send), then IMAP; explain any failure. Exit status 1 if it fails.
+    Test {
+        id: String,
+        /// Recipient of the test email (default: the account's own address).
+        #[arg(long, value_name = "ADDR")]
+        to: Option<String>,
+        /// Stop after RCPT TO; send nothing.
+        #[arg(long)]
+        no_send: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -116,6 +129,9 @@ pub struct AccountFlags {
     /// Verify the server's TLS certificate (true or false; default true).
     #[arg(long)]
     tls_verify: Option<bool>,
+    /// Pin the server certificate's SHA-256 fingerprint (shown by `account test`).
+    #[arg(long, value_name = "SHA256")]
+    tls_fingerprint: Option<String>,
     #[arg(long)]
     enabled: Option<bool>,
     #[arg(long, value_name = "N")]
@@ -169,6 +185,7 @@ impl AccountFlags {
             reply_to: self.reply_to.map(Some),
             microsoft365: self.microsoft365,
             tls_verify: self.tls_verify,
+            tls_fingerprint: self.tls_fingerprint.map(Some),
             limits: (self.per_minute.is_some()
                 || self.per_hour.is_some()
                 || self.per_day.is_some())
@@ -217,6 +234,7 @@ pub async fn run(
     store: &dyn Store,
     accounts: &Accounts,
     command: AccountCommand,
+    config: &crate::config::Config,
 ) -> anyhow::Result<()> {
     match command {
         AccountCommand::Add { fields, common } => {
@@ -280,6 +298,59 @@ pub async fn run(
                 .map_err(explain)?;
             print_account(&record, common.json, "Disabled")?;
         }
+        AccountCommand::Test {
+            id,
+            to,
+            no_send,
+            common,
+        } => {
+            let send_to = match to {
+                Some(t) => Some(EmailAddress::parse("--to", &t).map_err(|e| {
+                    UsageError(format!("--to: {}", e.message.get(terminal_locale())))
+                })?),
+                None => None,
+            };
+            let record = accounts.get(&common.project, &id).await.map_err(explain)?;
+            let settings = crate::app::probe_settings(config)?;
+            let locale = terminal_locale();
+            if !common.json {
+                eprintln!(
+                    "{} {} ({}:{} {})…",
+                    match locale {
+                        crate::domain::i18n::Locale::Es => "Probando la cuenta",
+                        crate::domain::i18n::Locale::En => "Testing account",
+                    },
+                    record.spec.name,
+                    record.spec.host,
+                    record.spec.port.get(),
+                    record.spec.security.as_str()
+                );
+            }
+            let report = accounts
+                .test_saved(
+                    &common.project,
+                    &id,
+                    None,
+                    TestTarget {
+                        send_to,
+                        send: !no_send,
+                    },
+                    &settings,
+                )
+                .await
+                .map_err(explain)?;
+            if common.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&TestView::new(&report, locale))?
+                );
+            } else {
+                print_test(&TestView::new(&report, locale), locale);
+            }
+            if !report.ok {
+                return Err(super::Quiet(1).into());
+            }
+        }
         AccountCommand::Remove { id, common } => {
             accounts
                 .delete(&common.project, &id)
@@ -329,6 +400,45 @@ fn explain(e: AccountError) -> anyhow::Error {
         })
         .into(),
         other => other.into(),
+    }
+}
+
+fn print_test(view: &TestView, locale: crate::domain::i18n::Locale) {
+    let es = locale == crate::domain::i18n::Locale::Es;
+    for stage in &view.stages {
+        println!(
+            "  {} {:<10} {:>6} ms  {}",
+            if stage.ok { "✔" } else { "✘" },
+            stage.name,
+            stage.ms,
+            stage.detail.as_deref().unwrap_or("")
+        );
+    }
+    println!();
+    println!("{}", view.message);
+    if let Some(d) = &view.diagnosis {
+        println!("  {}: {}", if es { "Código" } else { "Code" }, d.code);
+        println!("  {}: {}", if es { "Solución" } else { "Fix" }, d.fix);
+    }
+    if let Some(c) = &view.certificate {
+        println!(
+            "  {}: {} ({} {}), SHA-256 {}",
+            if es { "Certificado" } else { "Certificate" },
+            c.subject,
+            if es { "válido hasta" } else { "valid until" },
+            c.not_after,
+            c.sha256
+        );
+    }
+    for w in &view.warnings {
+        println!("  ! {w}");
+    }
+    if !view.transcript.is_empty() {
+        println!();
+        println!("{}:", if es { "Transcripción" } else { "Transcript" });
+        for line in &view.transcript {
+            println!("  {line}");
+        }
     }
 }
 

@@ -124,6 +124,11 @@ pub fn terminal_locale() -> Locale {
         .unwrap_or_default()
 }
 
+/// Ends the command with this exit status, having already said everything.
+#[derive(Debug, thiserror::Error)]
+#[error("exit status {0}")]
+pub struct Quiet(pub u8);
+
 /// Errors the CLI explains and exits with status 2 for (bad input), rather than 1.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -141,7 +146,9 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if let Some(usage) = e.downcast_ref::<UsageError>() {
+            if let Some(Quiet(code)) = e.downcast_ref::<Quiet>() {
+                ExitCode::from(*code)
+            } else if let Some(usage) = e.downcast_ref::<UsageError>() {
                 eprintln!("{usage}");
                 ExitCode::from(2)
             } else {
@@ -196,7 +203,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Project(c) => project_command(store.as_ref(), c).await,
                 Command::Account(c) => {
                     let accounts = crate::accounts::Accounts::new(store.clone(), keyring);
-                    account::run(store.as_ref(), &accounts, c).await
+                    account::run(store.as_ref(), &accounts, c, &config).await
                 }
                 Command::Key(KeyCommand::Rotate) => {
                     let _lock = app::lock_data_dir(&config)?;

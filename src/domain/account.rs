@@ -323,6 +323,8 @@ pub struct AccountSpec {
     pub reply_to: Option<EmailAddress>,
     pub microsoft365: bool,
     pub tls_verify: bool,
+    /// `AB:CD:…` SHA-256 of the server certificate to accept, if pinned.
+    pub tls_fingerprint: Option<String>,
     pub limits: Limits,
     pub imap: Option<ImapSpec>,
 }
@@ -411,6 +413,10 @@ pub struct AccountInput {
     pub reply_to: Option<Option<String>>,
     pub microsoft365: Option<bool>,
     pub tls_verify: Option<bool>,
+    /// Pin the server certificate's SHA-256 fingerprint (as the connection test shows it);
+    /// the safe alternative to `tls_verify: false` for self-signed or internal certificates.
+    #[serde(default, deserialize_with = "nullable")]
+    pub tls_fingerprint: Option<Option<String>>,
     pub limits: Option<LimitsInput>,
     #[serde(default, deserialize_with = "nullable")]
     pub imap: Option<Option<ImapInput>>,
@@ -446,6 +452,7 @@ impl AccountInput {
             reply_to: Some(spec.reply_to.as_ref().map(|e| e.as_str().to_string())),
             microsoft365: Some(spec.microsoft365),
             tls_verify: Some(spec.tls_verify),
+            tls_fingerprint: Some(spec.tls_fingerprint.clone()),
             limits: Some(LimitsInput {
                 per_minute: opt(spec.limits.per_minute),
                 per_hour: opt(spec.limits.per_hour),
@@ -484,7 +491,8 @@ impl AccountInput {
             from_name,
             reply_to,
             microsoft365,
-            tls_verify
+            tls_verify,
+            tls_fingerprint
         );
         if let Some(limits) = patch.limits {
             let mut merged = self.limits.take().unwrap_or_default();
@@ -734,6 +742,30 @@ impl AccountInput {
             check(EmailAddress::parse("reply_to", r).map(|r| reply_to = Some(r)));
         }
 
+        let mut tls_fingerprint = None;
+        if let Some(Some(pin)) = &self.tls_fingerprint
+            && !pin.trim().is_empty()
+        {
+            let hex: String = pin.chars().filter(|c| !matches!(c, ':' | ' ')).collect();
+            if hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                let upper = hex.to_ascii_uppercase();
+                tls_fingerprint = Some(
+                    upper
+                        .as_bytes()
+                        .chunks(2)
+                        .map(|c| String::from_utf8_lossy(c).into_owned())
+                        .collect::<Vec<_>>()
+                        .join(":"),
+                );
+            } else {
+                check(Err(FieldError::invalid(
+                    "tls_fingerprint",
+                    "The fingerprint must be the certificate's SHA-256: 64 hexadecimal digits, colons allowed (copy it from the connection test).",
+                    "La huella debe ser el SHA-256 del certificado: 64 dígitos hexadecimales, con dos puntos opcionales (cópiela de la prueba de conexión).",
+                )));
+            }
+        }
+
         let mut limits = Limits::default();
         if let Some(l) = &self.limits {
             for (field, value, slot) in [
@@ -793,6 +825,7 @@ impl AccountInput {
                 .microsoft365
                 .unwrap_or_else(|| preset.is_some_and(|p| p.microsoft365)),
             tls_verify: self.tls_verify.unwrap_or(true),
+            tls_fingerprint,
             limits,
             imap,
         };

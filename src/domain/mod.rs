@@ -4,6 +4,7 @@
 //! door receives types that cannot hold an invalid value.
 
 pub mod account;
+pub mod diagnosis;
 pub mod i18n;
 pub mod permission;
 pub mod presets;

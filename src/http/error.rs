@@ -25,6 +25,8 @@ pub struct ApiError {
     pub message: Text,
     /// For `invalid_field`: every field that failed, the first also shown at the top level.
     pub fields: Vec<FieldError>,
+    /// Seconds for a `Retry-After` header (429, 503).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -39,6 +41,7 @@ impl ApiError {
             code,
             message: Text::new(en, es),
             fields: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -83,6 +86,7 @@ impl ApiError {
             code: first.code,
             message: first.message.clone(),
             fields,
+            retry_after: None,
         }
     }
 
@@ -112,6 +116,11 @@ impl ApiError {
 
     fn render(&self, locale: Locale) -> Response {
         let mut response = (self.status, Json(self.body(locale))).into_response();
+        if let Some(secs) = self.retry_after
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

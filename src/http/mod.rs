@@ -19,6 +19,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::accounts::{Accounts, EnvFallback};
 use crate::config::Config;
+use crate::probe::ProbeSettings;
 use crate::store::Store;
 
 /// What every handler can reach. Cheap to clone.
@@ -29,6 +30,40 @@ pub struct AppState {
     pub accounts: Accounts,
     /// The fallback account from `CARTERO_FALLBACK_SMTP_URL`, if the operator set one.
     pub env_fallback: Option<Arc<EnvFallback>>,
+    /// Connection-test settings (timeouts, trust store, destination policy).
+    pub probe: Arc<ProbeSettings>,
+    /// Connection tests allowed per project and minute.
+    pub test_limiter: Arc<TestLimiter>,
+}
+
+/// Limits connection tests per project: each test opens connections to a host an admin typed.
+pub struct TestLimiter {
+    limiter: governor::DefaultKeyedRateLimiter<String>,
+}
+
+impl TestLimiter {
+    pub fn new(per_minute: u32) -> TestLimiter {
+        let quota = governor::Quota::per_minute(
+            std::num::NonZeroU32::new(per_minute.max(1)).expect("at least 1"),
+        );
+        TestLimiter {
+            limiter: governor::RateLimiter::keyed(quota),
+        }
+    }
+
+    /// `Ok` when the project may run a test now, else the seconds to wait.
+    pub fn check(&self, project: &str) -> Result<(), u64> {
+        self.limiter
+            .check_key(&project.to_string())
+            .map_err(|not_until| {
+                not_until
+                    .wait_time_from(governor::clock::Clock::now(
+                        &governor::clock::DefaultClock::default(),
+                    ))
+                    .as_secs()
+                    .max(1)
+            })
+    }
 }
 
 /// The whole HTTP application.

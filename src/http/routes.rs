@@ -4,7 +4,7 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -14,11 +14,14 @@ use super::AppState;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::json::ValidJson;
-use super::views::{AccountView, FallbackView, PresetView};
+use super::views::{AccountView, FallbackView, PresetView, TestView};
+use crate::accounts::TestTarget;
 use crate::domain::account::AccountInput;
+use crate::domain::account::EmailAddress;
 use crate::domain::i18n::Locale;
 use crate::domain::permission::Permission;
 use crate::domain::presets;
+use crate::domain::validation::FieldError;
 use crate::store::SYSTEM_PROJECT;
 
 #[derive(OpenApi)]
@@ -34,12 +37,14 @@ use crate::store::SYSTEM_PROJECT;
         get_account,
         update_account,
         delete_account,
+        test_saved_account,
+        test_unsaved_account,
         list_presets,
         get_fallback,
         put_fallback,
         delete_fallback
     ),
-    components(schemas(AccountView, PresetView, FallbackView, AccountInput)),
+    components(schemas(AccountView, PresetView, FallbackView, AccountInput, TestView)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -68,6 +73,8 @@ pub fn api() -> Router<AppState> {
                 .patch(update_account)
                 .delete(delete_account),
         )
+        .route("/v1/accounts/test", post(test_unsaved_account))
+        .route("/v1/accounts/{id}/test", post(test_saved_account))
         .route("/v1/presets", get(list_presets))
         .route(
             "/v1/system/fallback",
@@ -252,4 +259,125 @@ async fn delete_fallback(
     Ok(Json(
         json!({"removed": removed, "source": view.source, "account": view.account}),
     ))
+}
+
+/// Splits a test request body into the test's own fields (`send_to`, `send`) and the
+/// account fields, which are parsed strictly like an account body.
+fn test_body(body: Option<&[u8]>) -> Result<(TestTarget, Option<AccountInput>), ApiError> {
+    let mut map = match body {
+        None => serde_json::Map::new(),
+        Some(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => serde_json::Map::new(),
+        Some(bytes) => match super::json::parse::<Value>(bytes)? {
+            Value::Object(map) => map,
+            _ => {
+                return Err(ApiError::invalid(vec![FieldError::invalid(
+                    "body",
+                    "The body must be a JSON object.",
+                    "El cuerpo debe ser un objeto JSON.",
+                )]));
+            }
+        },
+    };
+    let send_to = match map.remove("send_to") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => {
+            Some(EmailAddress::parse("send_to", &s).map_err(|e| ApiError::invalid(vec![e]))?)
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(vec![FieldError::invalid(
+                "send_to",
+                "`send_to` must be an email address.",
+                "`send_to` debe ser una dirección de correo.",
+            )]));
+        }
+    };
+    let send = match map.remove("send") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => b,
+        Some(_) => {
+            return Err(ApiError::invalid(vec![FieldError::invalid(
+                "send",
+                "`send` must be true or false.",
+                "`send` debe ser true o false.",
+            )]));
+        }
+    };
+    let account = if map.is_empty() {
+        None
+    } else {
+        let bytes = serde_json::to_vec(&Value::Object(map)).map_err(anyhow::Error::from)?;
+        Some(super::json::parse::<AccountInput>(&bytes)?)
+    };
+    Ok((TestTarget { send_to, send }, account))
+}
+
+fn check_test_rate(state: &AppState, caller: &Caller) -> Result<(), ApiError> {
+    state.test_limiter.check(&caller.project_id).map_err(|wait| {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_tests",
+            format!("Too many connection tests for this project: wait {wait} s and try again."),
+            format!("Demasiadas pruebas de conexión para este proyecto: espere {wait} s y vuelva a intentarlo."),
+        );
+        e.retry_after = Some(wait);
+        e
+    })
+}
+
+/// Probar / Test a saved account: DNS, TCP, TLS, EHLO, STARTTLS, AUTH, MAIL FROM, RCPT TO and a
+/// real test message (unless `"send": false`), then IMAP if configured. Body (optional):
+/// `{"send_to": "addr", "send": true}` plus any account fields to try without saving them.
+#[utoipa::path(post, path = "/v1/accounts/{id}/test", request_body(content = Option<AccountInput>, description = "optional: `send_to`, `send`, and account fields to try unsaved"), responses((status = 200, body = TestView, description = "the test ran; `ok` says whether it passed"), (status = 404, description = "not in this project"), (status = 429, description = "too many tests")), security(("bearer" = [])))]
+async fn test_saved_account(
+    State(state): State<AppState>,
+    caller: Caller,
+    Extension(locale): Extension<Locale>,
+    Path(id): Path<String>,
+    request: axum::extract::Request,
+) -> Result<Json<TestView>, ApiError> {
+    caller.require(Permission::AccountsManage)?;
+    let body = axum::body::to_bytes(request.into_body(), state.config.max_body_bytes)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "The request body is too large.",
+                "El cuerpo de la solicitud es demasiado grande.",
+            )
+        })?;
+    let (target, overrides) = test_body(Some(&body))?;
+    // Check the account exists before spending the project's test budget on it.
+    state.accounts.get(&caller.project_id, &id).await?;
+    check_test_rate(&state, &caller)?;
+    let report = state
+        .accounts
+        .test_saved(&caller.project_id, &id, overrides, target, &state.probe)
+        .await?;
+    tracing::info!(account = %id, ok = report.ok, code = ?report.diagnosis.as_ref().map(|d| d.code), "connection test");
+    Ok(Json(TestView::new(&report, locale)))
+}
+
+/// Probar / Test an account before saving it: the body is an account (as for creation) plus
+/// the optional `send_to` and `send`.
+#[utoipa::path(post, path = "/v1/accounts/test", request_body = AccountInput, responses((status = 200, body = TestView), (status = 422, description = "invalid field"), (status = 429, description = "too many tests")), security(("bearer" = [])))]
+async fn test_unsaved_account(
+    State(state): State<AppState>,
+    caller: Caller,
+    Extension(locale): Extension<Locale>,
+    ValidJson(body): ValidJson<Value>,
+) -> Result<Json<TestView>, ApiError> {
+    caller.require(Permission::AccountsManage)?;
+    let bytes = serde_json::to_vec(&body).map_err(anyhow::Error::from)?;
+    let (target, account) = test_body(Some(&bytes))?;
+    let account = account.unwrap_or_default();
+    // Validate before spending the test budget: a typo is not a test.
+    account.parse(false).map_err(ApiError::invalid)?;
+    check_test_rate(&state, &caller)?;
+    let report = state
+        .accounts
+        .test_unsaved(&account, target, &state.probe)
+        .await?;
+    tracing::info!(ok = report.ok, code = ?report.diagnosis.as_ref().map(|d| d.code), "connection test (unsaved account)");
+    Ok(Json(TestView::new(&report, locale)))
 }

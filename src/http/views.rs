@@ -65,6 +65,8 @@ pub struct AccountView {
     pub reply_to: Option<String>,
     pub microsoft365: bool,
     pub tls_verify: bool,
+    /// The pinned SHA-256 fingerprint of the server certificate, if any.
+    pub tls_fingerprint: Option<String>,
     pub limits: LimitsView,
     pub imap: Option<ImapView>,
     pub last_test: Option<LastTestView>,
@@ -97,6 +99,7 @@ impl AccountView {
             reply_to: spec.reply_to.as_ref().map(ToString::to_string),
             microsoft365: spec.microsoft365,
             tls_verify: spec.tls_verify,
+            tls_fingerprint: spec.tls_fingerprint.clone(),
             limits: LimitsView {
                 per_minute: spec.limits.per_minute,
                 per_hour: spec.limits.per_hour,
@@ -201,4 +204,99 @@ pub struct FallbackView {
     /// (`CARTERO_FALLBACK_SMTP_URL`) or `none`.
     pub source: String,
     pub account: Option<AccountView>,
+}
+
+/// A diagnosis in the request's language.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DiagnosisView {
+    /// Stable code, e.g. `auth_failed`, `wrong_security_for_port`, `rate_limited`.
+    pub code: String,
+    pub message: String,
+    pub fix: String,
+    /// Whether retrying later may succeed.
+    pub transient: bool,
+    /// The server's reply, verbatim, when there was one.
+    pub reply: Option<String>,
+}
+
+impl DiagnosisView {
+    pub fn new(d: &crate::domain::diagnosis::Diagnosis, locale: Locale) -> DiagnosisView {
+        DiagnosisView {
+            code: d.code.as_str().to_string(),
+            message: d.message.get(locale).to_string(),
+            fix: d.fix.get(locale).to_string(),
+            transient: d.transient,
+            reply: d.reply.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StageView {
+    /// `dns`, `connect`, `tls`, `greeting`, `ehlo`, `starttls`, `auth`, `mail_from`,
+    /// `rcpt_to`, `data` or `imap`.
+    pub name: String,
+    pub ok: bool,
+    pub ms: u64,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CertificateView {
+    pub subject: String,
+    pub issuer: String,
+    pub not_after: String,
+    /// Ready to copy into `tls_fingerprint` to pin this certificate.
+    pub sha256: String,
+    pub self_signed: bool,
+}
+
+/// The result of Probar / Test.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestView {
+    pub ok: bool,
+    pub stages: Vec<StageView>,
+    pub diagnosis: Option<DiagnosisView>,
+    /// "Correo enviado satisfactoriamente" / "Test email sent successfully", or what failed.
+    pub message: String,
+    /// The SMTP conversation, credentials masked.
+    pub transcript: Vec<String>,
+    pub certificate: Option<CertificateView>,
+    pub warnings: Vec<String>,
+    /// The Message-ID of the test email, when one was sent.
+    pub message_id: Option<String>,
+}
+
+impl TestView {
+    pub fn new(r: &crate::probe::ProbeReport, locale: Locale) -> TestView {
+        TestView {
+            ok: r.ok,
+            stages: r
+                .stages
+                .iter()
+                .map(|s| StageView {
+                    name: s.name.as_str().to_string(),
+                    ok: s.ok,
+                    ms: s.ms,
+                    detail: s.detail.clone(),
+                })
+                .collect(),
+            diagnosis: r.diagnosis.as_ref().map(|d| DiagnosisView::new(d, locale)),
+            message: r.message.get(locale).to_string(),
+            transcript: r.transcript.clone(),
+            certificate: r.certificate.as_ref().map(|c| CertificateView {
+                subject: c.subject.clone(),
+                issuer: c.issuer.clone(),
+                not_after: c.not_after.clone(),
+                sha256: c.sha256.clone(),
+                self_signed: c.self_signed,
+            }),
+            warnings: r
+                .warnings
+                .iter()
+                .map(|w| w.get(locale).to_string())
+                .collect(),
+            message_id: r.message_id.clone(),
+        }
+    }
 }

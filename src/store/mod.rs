@@ -100,6 +100,13 @@ pub trait Store: Send + Sync + 'static {
     /// A project's accounts, highest priority first, then by name.
     async fn list_accounts(&self, project_id: &str) -> Result<Vec<AccountRecord>, StoreError>;
     async fn delete_account(&self, project_id: &str, id: &str) -> Result<bool, StoreError>;
+    /// Keeps the outcome of the latest connection test on the account.
+    async fn record_test(
+        &self,
+        project_id: &str,
+        id: &str,
+        test: &LastTest,
+    ) -> Result<bool, StoreError>;
 
     /// Key ids of every sealed value stored, to catch a missing master key at start.
     async fn sealed_key_ids(&self) -> Result<Vec<String>, StoreError>;

@@ -103,6 +103,7 @@ fn account_from_row(row: &SqliteRow) -> Result<AccountRecord, StoreError> {
         reply_to: Some(row.try_get("reply_to")?),
         microsoft365: Some(row.try_get("microsoft365")?),
         tls_verify: Some(row.try_get("tls_verify")?),
+        tls_fingerprint: Some(row.try_get("tls_fingerprint")?),
         limits: Some(LimitsInput {
             per_minute: limit("limit_per_minute")?,
             per_hour: limit("limit_per_hour")?,
@@ -160,7 +161,7 @@ const ACCOUNT_COLUMNS: &str = "project_id, name, account_type, priority, enabled
     security, auth, username, password_enc, from_email, from_name, reply_to, microsoft365, \
     tls_verify, limit_per_minute, limit_per_hour, limit_per_day, imap_host, imap_port, \
     imap_security, imap_username, imap_password_enc, imap_folder, last_test_at, last_test_ok, \
-    last_test_code, created_at, updated_at, id";
+    last_test_code, created_at, updated_at, tls_fingerprint, id";
 
 /// Binds an account's columns in the order of [`ACCOUNT_COLUMNS`].
 fn bind_account<'q>(
@@ -200,6 +201,7 @@ fn bind_account<'q>(
         .bind(a.last_test.as_ref().and_then(|t| t.code.as_deref()))
         .bind(ts(a.created_at))
         .bind(ts(a.updated_at))
+        .bind(s.tls_fingerprint.as_deref())
         .bind(&a.id)
 }
 
@@ -342,6 +344,26 @@ impl Store for SqliteStore {
             .bind(id)
             .execute(&self.pool)
             .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_test(
+        &self,
+        project_id: &str,
+        id: &str,
+        test: &LastTest,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE accounts SET last_test_at = ?, last_test_ok = ?, last_test_code = ? \
+             WHERE project_id = ? AND id = ?",
+        )
+        .bind(ts(test.at))
+        .bind(test.ok)
+        .bind(test.code.as_deref())
+        .bind(project_id)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -7,4 +7,6 @@ mod helpers;
 mod peer_smtp;
 mod peers;
 mod permissions;
+mod probe;
+mod probe_api;
 mod system;

@@ -63,7 +63,9 @@ impl TestPki {
         let dir = tempfile::tempdir().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, "cartero test CA");
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "cartero test CA");
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
         let ca_pem = dir.path().join("ca.pem");
         std::fs::write(&ca_pem, ca.pem()).unwrap();
@@ -228,4 +230,119 @@ pub fn read_ready(child: &mut Child, what: &str) -> Vec<u16> {
         .collect();
     assert!(!ports.is_empty(), "{what}: READY without a port");
     ports
+}
+
+/// A port that was free a moment ago (for peers that cannot report the port they bound).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Postfix's `smtp-sink`, stopped when dropped.
+pub struct SmtpSink {
+    pub port: u16,
+    child: Child,
+}
+
+impl SmtpSink {
+    /// `smtp-sink -u nobody [extra…] 127.0.0.1:PORT 64`, once it accepts connections.
+    pub fn start(extra: &[&str]) -> Option<SmtpSink> {
+        let bin = ["/usr/sbin/smtp-sink", "/usr/lib/postfix/smtp-sink"]
+            .into_iter()
+            .find(|p| Path::new(p).exists());
+        let Some(bin) = bin else {
+            missing_peer("smtp-sink", "Postfix's smtp-sink is not installed");
+            return None;
+        };
+        let port = free_port();
+        let child = Command::new(bin)
+            .args(["-u", "nobody"])
+            .args(extra)
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("64")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("smtp-sink runs");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "smtp-sink did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(SmtpSink { port, child })
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private Dovecot (`tests/peers/dovecot.py`), stopped when dropped.
+pub struct Dovecot {
+    pub imap_port: u16,
+    pub imaps_port: u16,
+    _dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Dovecot {
+    pub fn start(cert: &CertFiles, user: &str, password: &str) -> Option<Dovecot> {
+        if !Path::new("/usr/sbin/dovecot").exists() {
+            missing_peer("dovecot", "/usr/sbin/dovecot is not installed");
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("dc")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/dovecot.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg("--dir")
+            .arg(dir.path())
+            .arg("--cert")
+            .arg(&cert.cert)
+            .arg("--key")
+            .arg(&cert.key)
+            .arg("--user")
+            .arg(format!("{user}:{password}"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 runs");
+        let ports = read_ready(&mut child, "dovecot.py");
+        Some(Dovecot {
+            imap_port: ports[0],
+            imaps_port: ports[1],
+            _dir: dir,
+            child,
+        })
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        // SIGTERM lets the wrapper stop Dovecot cleanly.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

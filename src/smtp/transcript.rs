@@ -1,0 +1,249 @@
+//! A stream wrapper that writes down an SMTP conversation as it happens — `S:` lines the
+//! server sent, `C:` lines cartero sent — with credentials replaced by `****` before they are
+//! ever stored: the AUTH exchange (RFC 4954 §4) is masked line by line, and a message body
+//! (after `354`) is reduced to its size.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The lines of one conversation, shareable with the code that drives it.
+#[derive(Debug, Default)]
+pub struct Transcript {
+    lines: Vec<String>,
+    client_partial: Vec<u8>,
+    server_partial: Vec<u8>,
+    in_auth: bool,
+    awaiting_data_go: bool,
+    in_data: bool,
+    data_bytes: usize,
+    /// The lines of the last complete server reply (for diagnosing unparseable answers).
+    last_reply: Vec<String>,
+    reply_in_progress: Vec<String>,
+}
+
+/// Longest line kept in the transcript; longer ones are cut (a hostile server cannot flood it).
+const MAX_LINE: usize = 1000;
+/// Most lines kept.
+const MAX_LINES: usize = 500;
+
+impl Transcript {
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.clone()
+    }
+
+    pub fn last_reply(&self) -> String {
+        if !self.reply_in_progress.is_empty() {
+            return self.reply_in_progress.join("\n");
+        }
+        self.last_reply.join("\n")
+    }
+
+    /// Server bytes that did not end in a line break yet (what a silent-then-garbage server sent).
+    pub fn pending_server_text(&self) -> String {
+        String::from_utf8_lossy(&self.server_partial).into_owned()
+    }
+
+    /// Adds a note of cartero's own (`*: STARTTLS handshake …`).
+    pub fn note(&mut self, text: &str) {
+        self.push(format!("*: {text}"));
+    }
+
+    fn push(&mut self, mut line: String) {
+        if self.lines.len() >= MAX_LINES {
+            return;
+        }
+        if line.len() > MAX_LINE {
+            let mut cut = MAX_LINE;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            line.truncate(cut);
+            line.push('…');
+        }
+        self.lines.push(line);
+    }
+
+    fn client_bytes(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if self.in_data {
+                self.client_partial.push(b);
+                self.data_bytes += 1;
+                // The body ends with CRLF "." CRLF (RFC 5321 §4.1.1.4).
+                if self.client_partial.ends_with(b"\r\n.\r\n") || self.client_partial == b".\r\n" {
+                    self.push(format!(
+                        "C: <message: {} bytes>",
+                        self.data_bytes.saturating_sub(3)
+                    ));
+                    self.push("C: .".into());
+                    self.client_partial.clear();
+                    self.in_data = false;
+                    self.data_bytes = 0;
+                } else if self.client_partial.len() > 8 {
+                    let keep = self.client_partial.split_off(self.client_partial.len() - 5);
+                    self.client_partial = keep;
+                }
+                continue;
+            }
+            self.client_partial.push(b);
+            if b == b'\n' {
+                let line = String::from_utf8_lossy(&self.client_partial)
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string();
+                self.client_partial.clear();
+                self.client_line(line);
+            }
+        }
+    }
+
+    fn client_line(&mut self, line: String) {
+        let upper = line.to_ascii_uppercase();
+        if upper.starts_with("AUTH ") {
+            self.in_auth = true;
+            let mechanism = line.split_whitespace().nth(1).unwrap_or("");
+            let initial = line.split_whitespace().count() > 2;
+            self.push(if initial {
+                format!("C: AUTH {mechanism} ****")
+            } else {
+                format!("C: AUTH {mechanism}")
+            });
+        } else if self.in_auth {
+            self.push("C: ****".into());
+        } else {
+            if upper == "DATA" {
+                self.awaiting_data_go = true;
+            }
+            self.push(format!("C: {line}"));
+        }
+    }
+
+    fn server_bytes(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.server_partial.push(b);
+            if b == b'\n' {
+                let line = String::from_utf8_lossy(&self.server_partial)
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string();
+                self.server_partial.clear();
+                self.server_line(line);
+            }
+        }
+    }
+
+    fn server_line(&mut self, line: String) {
+        let last_of_reply = line.as_bytes().get(3) != Some(&b'-');
+        self.reply_in_progress.push(line.clone());
+        if last_of_reply {
+            self.last_reply = std::mem::take(&mut self.reply_in_progress);
+            if self.in_auth && !line.starts_with("334") {
+                self.in_auth = false;
+            }
+            if self.awaiting_data_go {
+                self.awaiting_data_go = false;
+                self.in_data = line.starts_with("354");
+            }
+        }
+        self.push(format!("S: {line}"));
+    }
+}
+
+/// Wraps a stream and records what passes through into a shared [`Transcript`].
+pub struct Recorded<S> {
+    pub inner: S,
+    pub transcript: Arc<Mutex<Transcript>>,
+}
+
+impl<S> Recorded<S> {
+    pub fn new(inner: S) -> Recorded<S> {
+        Recorded {
+            inner,
+            transcript: Arc::new(Mutex::new(Transcript::default())),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Recorded<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &poll {
+            let new = &buf.filled()[before..];
+            if !new.is_empty() {
+                self.transcript
+                    .lock()
+                    .expect("not poisoned")
+                    .server_bytes(new);
+            }
+        }
+        poll
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Recorded<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &poll {
+            self.transcript
+                .lock()
+                .expect("not poisoned")
+                .client_bytes(&buf[..*n]);
+        }
+        poll
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_exchange_and_body_are_masked() {
+        let mut t = Transcript::default();
+        t.server_bytes(b"220 mx ESMTP\r\n");
+        t.client_bytes(b"EHLO cartero\r\n");
+        t.server_bytes(b"250-mx\r\n250 AUTH PLAIN LOGIN\r\n");
+        t.client_bytes(b"AUTH PLAIN AGFsaWNlAHMzY3JldA==\r\n");
+        t.server_bytes(b"235 2.7.0 ok\r\n");
+        t.client_bytes(b"AUTH LOGIN\r\n");
+        t.server_bytes(b"334 VXNlcm5hbWU6\r\n");
+        t.client_bytes(b"YWxpY2U=\r\n");
+        t.server_bytes(b"334 UGFzc3dvcmQ6\r\n");
+        t.client_bytes(b"czNjcmV0\r\n");
+        t.server_bytes(b"535 5.7.8 no\r\n");
+        t.client_bytes(b"MAIL FROM:<a@b.example>\r\n");
+        t.server_bytes(b"250 ok\r\n");
+        t.client_bytes(b"DATA\r\n");
+        t.server_bytes(b"354 go\r\n");
+        t.client_bytes(b"Subject: secret body\r\n\r\nhello\r\n.\r\n");
+        t.server_bytes(b"250 queued\r\n");
+        let text = t.lines().join("\n");
+        assert!(!text.contains("AGFsaWNlAHMzY3JldA=="), "{text}");
+        assert!(
+            !text.contains("czNjcmV0") && !text.contains("YWxpY2U="),
+            "{text}"
+        );
+        assert!(!text.contains("secret body"), "{text}");
+        assert!(text.contains("C: AUTH PLAIN ****"));
+        assert!(text.contains("C: <message: 31 bytes>"), "{text}");
+        assert!(text.contains("C: MAIL FROM:<a@b.example>"));
+        assert_eq!(t.last_reply(), "250 queued");
+    }
+}
