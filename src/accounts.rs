@@ -75,6 +75,8 @@ impl Accounts {
             password_sealed: None,
             imap_password_sealed: None,
             last_test: None,
+            paused_until: None,
+            paused_reason: None,
             created_at: now,
             updated_at: now,
         };

@@ -2,8 +2,8 @@
 //!
 //! `build` opens the store, loads the master key, checks that every stored secret can be
 //! opened with it, and binds the listener (port 0 picks a free port, which tests use);
-//! `run_until` serves until the given shutdown future completes, then drains in-flight
-//! requests.
+//! `run_until` serves HTTP and runs the delivery dispatcher until the given shutdown future
+//! completes, then drains what is in flight.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,6 +14,9 @@ use tokio::net::TcpListener;
 
 use crate::accounts::{Accounts, EnvFallback};
 use crate::config::Config;
+use crate::delivery::Dispatcher;
+use crate::delivery::intake::Intake;
+use crate::delivery::transport::TransportSettings;
 use crate::http::{self, AppState};
 use crate::secrets::Keyring;
 use crate::store::{self, Store};
@@ -24,7 +27,27 @@ pub const LOCK_FILE: &str = "cartero.lock";
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    dispatcher: Arc<Dispatcher>,
     _lock: std::fs::File,
+}
+
+/// The process-wide Prometheus recorder (installed once, shared by every application).
+pub fn metrics_handle() -> metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ])
+                .expect("valid buckets")
+                .build_recorder();
+            let handle = recorder.handle();
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
 }
 
 /// Opens the store and the keyring of a configuration: shared by `serve` and the CLI.
@@ -109,6 +132,33 @@ impl Application {
             .with_context(|| format!("listening on {}", config.listen))?;
         let accounts = Accounts::new(store.clone(), keyring);
         let probe = Arc::new(probe_settings(&config)?);
+        let returned = store.release_leases().await?;
+        if returned > 0 {
+            tracing::warn!(
+                messages = returned,
+                "messages claimed by a previous run went back to the queue"
+            );
+        }
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let intake = Intake::start(
+            store.clone(),
+            wake.clone(),
+            config.delivery.max_message_bytes,
+            config.delivery.max_lifetime,
+        );
+        let dispatcher = Dispatcher::new(
+            store.clone(),
+            accounts.clone(),
+            env_fallback.clone(),
+            config.delivery.clone(),
+            TransportSettings {
+                timeouts: probe.timeouts,
+                trust: probe.trust.clone(),
+                helo_name: probe.helo_name.clone(),
+                deny_private_destinations: probe.deny_private_destinations,
+            },
+            wake,
+        );
         let test_limiter = Arc::new(http::TestLimiter::new(config.network.tests_per_minute));
         Ok(Application {
             listener,
@@ -119,7 +169,10 @@ impl Application {
                 env_fallback,
                 probe,
                 test_limiter,
+                intake,
+                metrics: metrics_handle(),
             },
+            dispatcher,
             _lock: lock,
         })
     }
@@ -138,19 +191,24 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `shutdown` completes, then finishes the requests in flight.
+    /// Serves until `shutdown` completes: then stops accepting requests, finishes the ones
+    /// in flight, and lets the dispatcher finish (and record) the deliveries in flight.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let router = http::router(self.state.clone());
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let dispatcher = tokio::spawn(self.dispatcher.clone().run(stop_rx));
         tracing::info!(address = %self.local_addr(), "cartero is listening");
-        axum::serve(self.listener, router)
+        let served = axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown)
             .await
-            .context("serving HTTP")?;
+            .context("serving HTTP");
+        let _ = stop_tx.send(true);
+        let _ = dispatcher.await;
         tracing::info!("cartero stopped");
-        Ok(())
+        served
     }
 }
 

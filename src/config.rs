@@ -36,6 +36,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Outgoing connections (connection tests, delivery).
     pub network: NetworkConfig,
+    /// The queue: retries, lifetime, concurrency, limits.
+    pub delivery: crate::delivery::DeliverySettings,
 }
 
 /// How cartero connects to mail servers.
@@ -101,6 +103,20 @@ struct FileConfig {
     max_body_bytes: Option<usize>,
     #[serde(default)]
     network: NetworkFile,
+    #[serde(default)]
+    delivery: DeliveryFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeliveryFile {
+    retry_base_secs: Option<u64>,
+    queue_lifetime_secs: Option<u64>,
+    connections_per_account: Option<u64>,
+    max_in_flight: Option<u64>,
+    throttle_cooldown_secs: Option<u64>,
+    no_account_retry_secs: Option<u64>,
+    max_message_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -256,6 +272,53 @@ impl Config {
                 .unwrap_or(defaults.helo_name),
         };
 
+        let d = crate::delivery::DeliverySettings::default();
+        let count = |name: &str, file: Option<u64>, default: usize| -> anyhow::Result<usize> {
+            Ok(parse_env(name)?
+                .or(file)
+                .map(|v| v as usize)
+                .unwrap_or(default)
+                .max(1))
+        };
+        let delivery = crate::delivery::DeliverySettings {
+            retry_base: secs(
+                "CARTERO_RETRY_BASE_SECS",
+                file.delivery.retry_base_secs,
+                d.retry_base,
+            )?,
+            max_lifetime: secs(
+                "CARTERO_QUEUE_LIFETIME_SECS",
+                file.delivery.queue_lifetime_secs,
+                d.max_lifetime,
+            )?,
+            connections_per_account: count(
+                "CARTERO_CONNECTIONS_PER_ACCOUNT",
+                file.delivery.connections_per_account,
+                d.connections_per_account,
+            )?,
+            max_in_flight: count(
+                "CARTERO_MAX_IN_FLIGHT",
+                file.delivery.max_in_flight,
+                d.max_in_flight,
+            )?,
+            throttle_cooldown: secs(
+                "CARTERO_THROTTLE_COOLDOWN_SECS",
+                file.delivery.throttle_cooldown_secs,
+                d.throttle_cooldown,
+            )?,
+            no_account_retry: secs(
+                "CARTERO_NO_ACCOUNT_RETRY_SECS",
+                file.delivery.no_account_retry_secs,
+                d.no_account_retry,
+            )?,
+            max_message_bytes: count(
+                "CARTERO_MAX_MESSAGE_BYTES",
+                file.delivery.max_message_bytes,
+                d.max_message_bytes,
+            )?,
+            ..d
+        };
+
         Ok(Config {
             data_dir,
             listen,
@@ -268,6 +331,7 @@ impl Config {
             default_locale,
             max_body_bytes,
             network,
+            delivery,
         })
     }
 
@@ -284,6 +348,7 @@ impl Config {
             default_locale: Locale::En,
             max_body_bytes: 256 * 1024,
             network: NetworkConfig::default(),
+            delivery: crate::delivery::DeliverySettings::default(),
         }
     }
 }

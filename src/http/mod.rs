@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod error;
 pub mod json;
+pub mod messages;
 mod routes;
 pub mod views;
 
@@ -34,6 +35,9 @@ pub struct AppState {
     pub probe: Arc<ProbeSettings>,
     /// Connection tests allowed per project and minute.
     pub test_limiter: Arc<TestLimiter>,
+    /// Where accepted messages go (group commit).
+    pub intake: crate::delivery::intake::Intake,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 /// Limits connection tests per project: each test opens connections to a host an admin typed.

@@ -14,6 +14,7 @@ use super::AppState;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::json::ValidJson;
+use super::messages;
 use super::views::{AccountView, FallbackView, PresetView, TestView};
 use crate::accounts::TestTarget;
 use crate::domain::account::AccountInput;
@@ -23,6 +24,7 @@ use crate::domain::permission::Permission;
 use crate::domain::presets;
 use crate::domain::validation::FieldError;
 use crate::store::SYSTEM_PROJECT;
+use axum::extract::DefaultBodyLimit;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -40,11 +42,20 @@ use crate::store::SYSTEM_PROJECT;
         test_saved_account,
         test_unsaved_account,
         list_presets,
+        messages::send_message,
+        messages::list_messages,
+        messages::get_message,
+        messages::retry_message,
+        messages::cancel_message,
+        messages::list_templates,
+        messages::get_template,
+        messages::put_template,
+        messages::delete_template,
         get_fallback,
         put_fallback,
         delete_fallback
     ),
-    components(schemas(AccountView, PresetView, FallbackView, AccountInput, TestView)),
+    components(schemas(AccountView, PresetView, FallbackView, AccountInput, TestView, crate::domain::message::MessageInput, messages::MessageView, messages::MessageList, messages::AcceptedView)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -62,6 +73,9 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// Room for a 25 MB message in base64 inside JSON; the size rule itself is the intake's.
+const MESSAGE_BODY_LIMIT: usize = 40 * 1024 * 1024;
+
 pub fn api() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
@@ -76,6 +90,23 @@ pub fn api() -> Router<AppState> {
         .route("/v1/accounts/test", post(test_unsaved_account))
         .route("/v1/accounts/{id}/test", post(test_saved_account))
         .route("/v1/presets", get(list_presets))
+        .route(
+            "/v1/messages",
+            post(messages::send_message)
+                .layer(DefaultBodyLimit::max(MESSAGE_BODY_LIMIT))
+                .get(messages::list_messages),
+        )
+        .route("/v1/messages/{id}", get(messages::get_message))
+        .route("/v1/messages/{id}/retry", post(messages::retry_message))
+        .route("/v1/messages/{id}/cancel", post(messages::cancel_message))
+        .route("/v1/templates", get(messages::list_templates))
+        .route(
+            "/v1/templates/{name}",
+            get(messages::get_template)
+                .put(messages::put_template)
+                .delete(messages::delete_template),
+        )
+        .route("/metrics", get(messages::metrics))
         .route(
             "/v1/system/fallback",
             get(get_fallback).put(put_fallback).delete(delete_fallback),

@@ -34,6 +34,12 @@ impl Transcript {
         self.lines.clone()
     }
 
+    /// Takes the lines written so far (a pooled connection's transcript, one transaction at
+    /// a time).
+    pub fn drain_lines(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.lines)
+    }
+
     pub fn last_reply(&self) -> String {
         if !self.reply_in_progress.is_empty() {
             return self.reply_in_progress.join("\n");

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::domain::account::AccountSpec;
+use crate::domain::message::{MessageStatus, RecipientKind};
 use crate::domain::permission::Role;
 
 /// Errors a caller may branch on.
@@ -65,8 +66,146 @@ pub struct AccountRecord {
     pub password_sealed: Option<String>,
     pub imap_password_sealed: Option<String>,
     pub last_test: Option<LastTest>,
+    /// Throttled by the provider until this time (unix ms): routing skips the account.
+    pub paused_until: Option<i64>,
+    pub paused_reason: Option<String>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+}
+
+/// A message to enqueue (already validated and rendered).
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: String,
+    pub project_id: String,
+    pub message_type: String,
+    /// JSON of [`crate::domain::message::Content`].
+    pub content: String,
+    pub size: usize,
+    pub idempotency_key: Option<String>,
+    pub recipients: Vec<(String, RecipientKind)>,
+    pub now_ms: i64,
+    pub expires_at_ms: i64,
+}
+
+/// What enqueueing did with one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Stored now.
+    New,
+    /// The idempotency key was seen before: this is the first message's id and status.
+    Existing { id: String, status: MessageStatus },
+}
+
+/// One recipient as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientRow {
+    pub position: i64,
+    pub address: String,
+    pub kind: RecipientKind,
+    /// `pending`, `sent` or `failed`.
+    pub status: String,
+    pub reply: Option<String>,
+}
+
+/// A message claimed for delivery (its lease is held).
+#[derive(Debug, Clone)]
+pub struct ClaimedMessage {
+    pub id: String,
+    pub project_id: String,
+    pub message_type: String,
+    pub content: String,
+    pub message_id_header: Option<String>,
+    pub attempt_count: i64,
+    pub expires_at_ms: i64,
+    pub recipients: Vec<RecipientRow>,
+}
+
+/// One delivery attempt, as kept in the message log.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub account_id: Option<String>,
+    pub account_name: Option<String>,
+    pub started_at: OffsetDateTime,
+    pub duration_ms: i64,
+    /// `sent`, `partial`, `deferred` or `failed`.
+    pub outcome: String,
+    pub reply: Option<String>,
+    pub diagnosis_code: Option<String>,
+    pub note: Option<String>,
+    pub transcript: Vec<String>,
+}
+
+/// Everything one delivery round changed about a message, written in one transaction.
+#[derive(Debug, Clone)]
+pub struct DeliveryUpdate {
+    pub message_id: String,
+    pub status: MessageStatus,
+    pub next_attempt_at_ms: i64,
+    pub account_id: Option<String>,
+    pub message_id_header: Option<String>,
+    pub last_code: Option<String>,
+    pub last_reply: Option<String>,
+    /// (position, status, reply)
+    pub recipients: Vec<(i64, String, Option<String>)>,
+    pub attempts: Vec<AttemptRecord>,
+    /// (kind, detail)
+    pub events: Vec<(String, Option<String>)>,
+    /// Successful sends to count against account limits: (account id, unix minute).
+    pub sends: Vec<(String, i64)>,
+}
+
+/// A message as the log shows it.
+#[derive(Debug, Clone)]
+pub struct MessageRow {
+    pub id: String,
+    pub project_id: String,
+    pub message_type: String,
+    pub status: MessageStatus,
+    pub idempotency_key: Option<String>,
+    pub content: String,
+    pub size: i64,
+    pub message_id_header: Option<String>,
+    pub account_id: Option<String>,
+    pub attempt_count: i64,
+    pub next_attempt_at_ms: i64,
+    pub last_code: Option<String>,
+    pub last_reply: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+    pub recipients: Vec<RecipientRow>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredAttempt {
+    pub record: AttemptRecord,
+}
+
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub kind: String,
+    pub detail: Option<String>,
+    pub at: OffsetDateTime,
+}
+
+/// Filters of the message list; `cursor` is the last id of the previous page.
+#[derive(Debug, Clone, Default)]
+pub struct MessageFilter {
+    pub status: Option<MessageStatus>,
+    pub message_type: Option<String>,
+    pub to: Option<String>,
+    pub since: Option<OffsetDateTime>,
+    pub limit: i64,
+    pub cursor: Option<String>,
+}
+
+/// What `retry` / `cancel` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusChange {
+    Done,
+    NotFound,
+    /// The message is in a status that does not allow it.
+    NotAllowed(MessageStatus),
 }
 
 /// A function that opens a sealed value and seals it again (used by key rotation).
@@ -107,6 +246,72 @@ pub trait Store: Send + Sync + 'static {
         id: &str,
         test: &LastTest,
     ) -> Result<bool, StoreError>;
+
+    /// Every account of every project (the system project included), for routing.
+    async fn all_accounts(&self) -> Result<Vec<AccountRecord>, StoreError>;
+    /// A number that changes whenever any account changes, from any process.
+    async fn config_version(&self) -> Result<i64, StoreError>;
+    async fn pause_account(&self, id: &str, until_ms: i64, reason: &str) -> Result<(), StoreError>;
+    /// Successful sends of an account per unix minute, from `since_minute` on.
+    async fn account_sends(
+        &self,
+        account_id: &str,
+        since_minute: i64,
+    ) -> Result<Vec<(i64, i64)>, StoreError>;
+
+    /// Stores messages in one transaction (group commit); answers per message, in order.
+    async fn enqueue(&self, batch: &[NewMessage]) -> Result<Vec<Enqueued>, StoreError>;
+    /// Claims up to `limit` due messages under a lease until `now_ms + lease_ms`.
+    async fn claim_due(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<ClaimedMessage>, StoreError>;
+    /// Returns every claimed message to the queue (at start: a previous run died holding them).
+    async fn release_leases(&self) -> Result<u64, StoreError>;
+    /// Writes delivery outcomes in one transaction.
+    async fn record_deliveries(&self, updates: &[DeliveryUpdate]) -> Result<(), StoreError>;
+    /// The earliest next attempt among queued or deferred messages.
+    async fn next_due(&self) -> Result<Option<i64>, StoreError>;
+    async fn get_message(
+        &self,
+        project_id: &str,
+        id: &str,
+    ) -> Result<Option<MessageRow>, StoreError>;
+    async fn message_attempts(&self, id: &str) -> Result<Vec<AttemptRecord>, StoreError>;
+    async fn message_events(&self, id: &str) -> Result<Vec<EventRow>, StoreError>;
+    async fn list_messages(
+        &self,
+        project_id: &str,
+        filter: &MessageFilter,
+    ) -> Result<Vec<MessageRow>, StoreError>;
+    /// Failed, partial or deferred → queued now (pending recipients only, failed ones reset).
+    async fn retry_message(
+        &self,
+        project_id: &str,
+        id: &str,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<StatusChange, StoreError>;
+    /// Queued or deferred → cancelled.
+    async fn cancel_message(&self, project_id: &str, id: &str) -> Result<StatusChange, StoreError>;
+    /// Messages per status, for metrics.
+    async fn count_by_status(&self) -> Result<Vec<(String, i64)>, StoreError>;
+
+    async fn get_template(
+        &self,
+        project_id: &str,
+        name: &str,
+    ) -> Result<Option<String>, StoreError>;
+    async fn put_template(
+        &self,
+        project_id: &str,
+        name: &str,
+        body: &str,
+    ) -> Result<(), StoreError>;
+    async fn delete_template(&self, project_id: &str, name: &str) -> Result<bool, StoreError>;
+    async fn list_templates(&self, project_id: &str) -> Result<Vec<String>, StoreError>;
 
     /// Key ids of every sealed value stored, to catch a missing master key at start.
     async fn sealed_key_ids(&self) -> Result<Vec<String>, StoreError>;

@@ -16,9 +16,12 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::{
-    AccountRecord, LastTest, Reseal, SYSTEM_PROJECT, Store, StoreError, TokenRecord, account_aad,
+    AccountRecord, AttemptRecord, ClaimedMessage, DeliveryUpdate, Enqueued, EventRow, LastTest,
+    MessageFilter, MessageRow, NewMessage, RecipientRow, Reseal, SYSTEM_PROJECT, StatusChange,
+    Store, StoreError, TokenRecord, account_aad,
 };
 use crate::domain::account::{AccountInput, ImapInput, LimitsInput};
+use crate::domain::message::{MessageStatus, RecipientKind};
 use crate::domain::permission::Role;
 
 pub struct SqliteStore {
@@ -148,6 +151,8 @@ fn account_from_row(row: &SqliteRow) -> Result<AccountRecord, StoreError> {
         password_sealed,
         imap_password_sealed: row.try_get("imap_password_enc")?,
         last_test,
+        paused_until: row.try_get("paused_until")?,
+        paused_reason: row.try_get("paused_reason")?,
         created_at: parse_ts(&row.try_get::<String, _>("created_at")?)?,
         updated_at: parse_ts(&row.try_get::<String, _>("updated_at")?)?,
     })
@@ -367,6 +372,477 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn all_accounts(&self) -> Result<Vec<AccountRecord>, StoreError> {
+        sqlx::query("SELECT * FROM accounts ORDER BY project_id, priority DESC, name, id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(account_from_row)
+            .collect()
+    }
+
+    async fn config_version(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query("SELECT version FROM config_version WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("version")?,
+        )
+    }
+
+    async fn pause_account(&self, id: &str, until_ms: i64, reason: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE accounts SET paused_until = ?, paused_reason = ? WHERE id = ?")
+            .bind(until_ms)
+            .bind(reason)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn account_sends(
+        &self,
+        account_id: &str,
+        since_minute: i64,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT minute, count FROM account_sends WHERE account_id = ? AND minute >= ?",
+        )
+        .bind(account_id)
+        .bind(since_minute)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("minute")?, r.try_get("count")?)))
+            .collect()
+    }
+
+    async fn enqueue(&self, batch: &[NewMessage]) -> Result<Vec<Enqueued>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::with_capacity(batch.len());
+        for m in batch {
+            if let Some(key) = &m.idempotency_key {
+                let existing = sqlx::query(
+                    "SELECT id, status FROM messages WHERE project_id = ? AND idempotency_key = ?",
+                )
+                .bind(&m.project_id)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(row) = existing {
+                    let status: String = row.try_get("status")?;
+                    out.push(Enqueued::Existing {
+                        id: row.try_get("id")?,
+                        status: MessageStatus::parse(&status)
+                            .ok_or_else(|| StoreError::Corrupt(format!("status {status}")))?,
+                    });
+                    continue;
+                }
+            }
+            let now = ts(OffsetDateTime::now_utc());
+            sqlx::query(
+                "INSERT INTO messages (id, project_id, message_type, status, idempotency_key, content, \
+                 size_bytes, next_attempt_at, expires_at, created_at, updated_at) \
+                 VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&m.id)
+            .bind(&m.project_id)
+            .bind(&m.message_type)
+            .bind(m.idempotency_key.as_deref())
+            .bind(&m.content)
+            .bind(m.size as i64)
+            .bind(m.now_ms)
+            .bind(m.expires_at_ms)
+            .bind(&now)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?;
+            for (position, (address, kind)) in m.recipients.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO message_recipients (message_id, position, address, kind, status) \
+                     VALUES (?, ?, ?, ?, 'pending')",
+                )
+                .bind(&m.id)
+                .bind(position as i64)
+                .bind(address)
+                .bind(kind.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query("INSERT INTO events (message_id, kind, at) VALUES (?, 'queued', ?)")
+                .bind(&m.id)
+                .bind(&now)
+                .execute(&mut *tx)
+                .await?;
+            out.push(Enqueued::New);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn claim_due(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<ClaimedMessage>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "UPDATE messages SET status = 'sending', lease_until = ? \
+             WHERE id IN (SELECT id FROM messages WHERE status IN ('queued', 'deferred') \
+                          AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?) \
+             RETURNING id, project_id, message_type, content, message_id_header, attempt_count, expires_at",
+        )
+        .bind(now_ms + lease_ms)
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: String = row.try_get("id")?;
+            let recipients = recipients_of(&mut tx, &id).await?;
+            claimed.push(ClaimedMessage {
+                id,
+                project_id: row.try_get("project_id")?,
+                message_type: row.try_get("message_type")?,
+                content: row.try_get("content")?,
+                message_id_header: row.try_get("message_id_header")?,
+                attempt_count: row.try_get("attempt_count")?,
+                expires_at_ms: row.try_get("expires_at")?,
+                recipients,
+            });
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn release_leases(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE messages SET status = 'queued', lease_until = NULL WHERE status = 'sending'",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn record_deliveries(&self, updates: &[DeliveryUpdate]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let now = ts(OffsetDateTime::now_utc());
+        for u in updates {
+            sqlx::query(
+                "UPDATE messages SET status = ?, next_attempt_at = ?, lease_until = NULL, \
+                 account_id = COALESCE(?, account_id), message_id_header = COALESCE(?, message_id_header), \
+                 last_code = ?, last_reply = ?, attempt_count = attempt_count + ?, updated_at = ? \
+                 WHERE id = ? AND status = 'sending'",
+            )
+            .bind(u.status.as_str())
+            .bind(u.next_attempt_at_ms)
+            .bind(u.account_id.as_deref())
+            .bind(u.message_id_header.as_deref())
+            .bind(u.last_code.as_deref())
+            .bind(u.last_reply.as_deref())
+            .bind(u.attempts.len() as i64)
+            .bind(&now)
+            .bind(&u.message_id)
+            .execute(&mut *tx)
+            .await?;
+            for (position, status, reply) in &u.recipients {
+                sqlx::query("UPDATE message_recipients SET status = ?, reply = ? WHERE message_id = ? AND position = ?")
+                    .bind(status)
+                    .bind(reply.as_deref())
+                    .bind(&u.message_id)
+                    .bind(position)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for a in &u.attempts {
+                sqlx::query(
+                    "INSERT INTO attempts (message_id, account_id, account_name, started_at, duration_ms, \
+                     outcome, reply, diagnosis_code, note, transcript) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&u.message_id)
+                .bind(a.account_id.as_deref())
+                .bind(a.account_name.as_deref())
+                .bind(ts(a.started_at))
+                .bind(a.duration_ms)
+                .bind(&a.outcome)
+                .bind(a.reply.as_deref())
+                .bind(a.diagnosis_code.as_deref())
+                .bind(a.note.as_deref())
+                .bind(serde_json::to_string(&a.transcript).unwrap_or_else(|_| "[]".into()))
+                .execute(&mut *tx)
+                .await?;
+            }
+            for (kind, detail) in &u.events {
+                sqlx::query(
+                    "INSERT INTO events (message_id, kind, detail, at) VALUES (?, ?, ?, ?)",
+                )
+                .bind(&u.message_id)
+                .bind(kind)
+                .bind(detail.as_deref())
+                .bind(&now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for (account_id, minute) in &u.sends {
+                sqlx::query(
+                    "INSERT INTO account_sends (account_id, minute, count) VALUES (?, ?, 1) \
+                     ON CONFLICT (account_id, minute) DO UPDATE SET count = count + 1",
+                )
+                .bind(account_id)
+                .bind(minute)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn next_due(&self) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query(
+            "SELECT MIN(next_attempt_at) AS m FROM messages WHERE status IN ('queued', 'deferred')",
+        )
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("m")?)
+    }
+
+    async fn get_message(
+        &self,
+        project_id: &str,
+        id: &str,
+    ) -> Result<Option<MessageRow>, StoreError> {
+        let row = sqlx::query("SELECT * FROM messages WHERE project_id = ? AND id = ?")
+            .bind(project_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            None => Ok(None),
+            Some(row) => {
+                let mut conn = self.pool.acquire().await?;
+                let recipients = recipients_of(&mut conn, id).await?;
+                Ok(Some(message_from_row(&row, recipients)?))
+            }
+        }
+    }
+
+    async fn message_attempts(&self, id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM attempts WHERE message_id = ? ORDER BY id")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let transcript: String = r.try_get("transcript")?;
+                Ok(AttemptRecord {
+                    account_id: r.try_get("account_id")?,
+                    account_name: r.try_get("account_name")?,
+                    started_at: parse_ts(&r.try_get::<String, _>("started_at")?)?,
+                    duration_ms: r.try_get("duration_ms")?,
+                    outcome: r.try_get("outcome")?,
+                    reply: r.try_get("reply")?,
+                    diagnosis_code: r.try_get("diagnosis_code")?,
+                    note: r.try_get("note")?,
+                    transcript: serde_json::from_str(&transcript).unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    async fn message_events(&self, id: &str) -> Result<Vec<EventRow>, StoreError> {
+        let rows =
+            sqlx::query("SELECT kind, detail, at FROM events WHERE message_id = ? ORDER BY id")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(EventRow {
+                    kind: r.try_get("kind")?,
+                    detail: r.try_get("detail")?,
+                    at: parse_ts(&r.try_get::<String, _>("at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn list_messages(
+        &self,
+        project_id: &str,
+        f: &MessageFilter,
+    ) -> Result<Vec<MessageRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM messages m WHERE project_id = ?1 \
+             AND (?2 IS NULL OR status = ?2) \
+             AND (?3 IS NULL OR message_type = ?3) \
+             AND (?4 IS NULL OR created_at >= ?4) \
+             AND (?5 IS NULL OR id < ?5) \
+             AND (?6 IS NULL OR EXISTS (SELECT 1 FROM message_recipients r WHERE r.message_id = m.id AND r.address = ?6)) \
+             ORDER BY id DESC LIMIT ?7",
+        )
+        .bind(project_id)
+        .bind(f.status.map(|s| s.as_str()))
+        .bind(f.message_type.as_deref())
+        .bind(f.since.map(ts))
+        .bind(f.cursor.as_deref())
+        .bind(f.to.as_deref())
+        .bind(f.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut conn = self.pool.acquire().await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: String = row.try_get("id")?;
+            let recipients = recipients_of(&mut conn, &id).await?;
+            out.push(message_from_row(&row, recipients)?);
+        }
+        Ok(out)
+    }
+
+    async fn retry_message(
+        &self,
+        project_id: &str,
+        id: &str,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<StatusChange, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = sqlx::query("SELECT status FROM messages WHERE project_id = ? AND id = ?")
+            .bind(project_id)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(StatusChange::NotFound);
+        };
+        let status: String = row.try_get("status")?;
+        let status = MessageStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("status {status}")))?;
+        if !matches!(
+            status,
+            MessageStatus::Failed | MessageStatus::Partial | MessageStatus::Deferred
+        ) {
+            return Ok(StatusChange::NotAllowed(status));
+        }
+        sqlx::query(
+            "UPDATE messages SET status = 'queued', next_attempt_at = ?, expires_at = MAX(expires_at, ?), \
+             updated_at = ? WHERE id = ?",
+        )
+        .bind(now_ms)
+        .bind(expires_at_ms)
+        .bind(ts(OffsetDateTime::now_utc()))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE message_recipients SET status = 'pending' WHERE message_id = ? AND status = 'failed'")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO events (message_id, kind, at) VALUES (?, 'retried', ?)")
+            .bind(id)
+            .bind(ts(OffsetDateTime::now_utc()))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(StatusChange::Done)
+    }
+
+    async fn cancel_message(&self, project_id: &str, id: &str) -> Result<StatusChange, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = sqlx::query("SELECT status FROM messages WHERE project_id = ? AND id = ?")
+            .bind(project_id)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(StatusChange::NotFound);
+        };
+        let status: String = row.try_get("status")?;
+        let status = MessageStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("status {status}")))?;
+        if !matches!(status, MessageStatus::Queued | MessageStatus::Deferred) {
+            return Ok(StatusChange::NotAllowed(status));
+        }
+        sqlx::query("UPDATE messages SET status = 'cancelled', updated_at = ? WHERE id = ?")
+            .bind(ts(OffsetDateTime::now_utc()))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO events (message_id, kind, at) VALUES (?, 'cancelled', ?)")
+            .bind(id)
+            .bind(ts(OffsetDateTime::now_utc()))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(StatusChange::Done)
+    }
+
+    async fn count_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM messages GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
+            .collect()
+    }
+
+    async fn get_template(
+        &self,
+        project_id: &str,
+        name: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query("SELECT body FROM templates WHERE project_id = ? AND name = ?")
+                .bind(project_id)
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| r.try_get("body"))
+                .transpose()?,
+        )
+    }
+
+    async fn put_template(
+        &self,
+        project_id: &str,
+        name: &str,
+        body: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO templates (project_id, name, body, updated_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (project_id, name) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+        )
+        .bind(project_id)
+        .bind(name)
+        .bind(body)
+        .bind(ts(OffsetDateTime::now_utc()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_template(&self, project_id: &str, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM templates WHERE project_id = ? AND name = ?")
+            .bind(project_id)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn list_templates(&self, project_id: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT name FROM templates WHERE project_id = ? ORDER BY name")
+            .bind(project_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get("name").map_err(Into::into))
+            .collect()
+    }
+
     async fn sealed_key_ids(&self) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query(
             "SELECT password_enc AS v FROM accounts WHERE password_enc IS NOT NULL \
@@ -414,6 +890,55 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(count)
     }
+}
+
+async fn recipients_of(
+    conn: &mut sqlx::SqliteConnection,
+    message_id: &str,
+) -> Result<Vec<RecipientRow>, StoreError> {
+    let rows = sqlx::query("SELECT position, address, kind, status, reply FROM message_recipients WHERE message_id = ? ORDER BY position")
+        .bind(message_id)
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let kind: String = r.try_get("kind")?;
+            Ok(RecipientRow {
+                position: r.try_get("position")?,
+                address: r.try_get("address")?,
+                kind: RecipientKind::parse(&kind)
+                    .ok_or_else(|| StoreError::Corrupt(format!("recipient kind {kind}")))?,
+                status: r.try_get("status")?,
+                reply: r.try_get("reply")?,
+            })
+        })
+        .collect()
+}
+
+fn message_from_row(
+    row: &SqliteRow,
+    recipients: Vec<RecipientRow>,
+) -> Result<MessageRow, StoreError> {
+    let status: String = row.try_get("status")?;
+    Ok(MessageRow {
+        id: row.try_get("id")?,
+        project_id: row.try_get("project_id")?,
+        message_type: row.try_get("message_type")?,
+        status: MessageStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("status {status}")))?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        content: row.try_get("content")?,
+        size: row.try_get("size_bytes")?,
+        message_id_header: row.try_get("message_id_header")?,
+        account_id: row.try_get("account_id")?,
+        attempt_count: row.try_get("attempt_count")?,
+        next_attempt_at_ms: row.try_get("next_attempt_at")?,
+        last_code: row.try_get("last_code")?,
+        last_reply: row.try_get("last_reply")?,
+        created_at: parse_ts(&row.try_get::<String, _>("created_at")?)?,
+        updated_at: parse_ts(&row.try_get::<String, _>("updated_at")?)?,
+        recipients,
+    })
 }
 
 fn name_conflict(e: sqlx::Error, name: &str) -> StoreError {

@@ -1,0 +1,226 @@
+//! Accepting messages: check, render templates, and store — durably — before answering.
+//!
+//! Submissions from every caller go through one committer task that writes everything that
+//! arrived meanwhile in one transaction (group commit): with `synchronous=FULL` each commit
+//! costs an fsync, and sharing it keeps durability without giving up throughput. A caller is
+//! answered only after the transaction holding its message committed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::domain::i18n::Locale;
+use crate::domain::message::{Body, Content, MessageInput, MessageStatus};
+use crate::domain::validation::FieldError;
+use crate::store::{Enqueued, NewMessage, Store};
+use crate::templates::{self, Lang, TemplateError, TemplateSet};
+
+/// Why a message was not accepted. Nothing is stored in any of these cases.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the message is not valid")]
+    Invalid(Vec<FieldError>),
+    #[error("the message is {size} bytes; the limit is {max}")]
+    TooLarge { size: usize, max: usize },
+    #[error("unknown template `{0}`")]
+    UnknownTemplate(String),
+    #[error(transparent)]
+    Template(TemplateError),
+    #[error("the queue is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The answer to an accepted message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub id: String,
+    pub status: MessageStatus,
+    /// The idempotency key was seen before: this is the first message.
+    pub replayed: bool,
+}
+
+struct Job {
+    message: NewMessage,
+    reply: oneshot::Sender<Result<Enqueued, String>>,
+}
+
+#[derive(Clone)]
+pub struct Intake {
+    tx: mpsc::Sender<Job>,
+    wake: Arc<Notify>,
+    store: Arc<dyn Store>,
+    max_message_bytes: usize,
+    max_lifetime: Duration,
+}
+
+/// Most messages written in one transaction.
+const MAX_BATCH: usize = 512;
+
+impl Intake {
+    /// Starts the committer; `wake` is notified after each commit (the dispatcher waits on it).
+    pub fn start(
+        store: Arc<dyn Store>,
+        wake: Arc<Notify>,
+        max_message_bytes: usize,
+        max_lifetime: Duration,
+    ) -> Intake {
+        let (tx, mut rx) = mpsc::channel::<Job>(4096);
+        let committer_store = store.clone();
+        let committer_wake = wake.clone();
+        tokio::spawn(async move {
+            let wake = committer_wake;
+            while let Some(first) = rx.recv().await {
+                let mut jobs = vec![first];
+                while jobs.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(job) => jobs.push(job),
+                        Err(_) => break,
+                    }
+                }
+                let batch: Vec<NewMessage> = jobs.iter().map(|j| j.message.clone()).collect();
+                let result = committer_store.enqueue(&batch).await;
+                match result {
+                    Ok(outcomes) => {
+                        for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                            let _ = job.reply.send(Ok(outcome));
+                        }
+                        wake.notify_one();
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, batch = jobs.len(), "storing messages failed");
+                        for job in jobs {
+                            let _ = job.reply.send(Err(e.to_string()));
+                        }
+                    }
+                }
+            }
+        });
+        Intake {
+            tx,
+            wake,
+            store,
+            max_message_bytes,
+            max_lifetime,
+        }
+    }
+
+    /// Tells the dispatcher that something became due (a retried message).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Checks, renders and stores one message; returns once it is durably committed.
+    pub async fn submit(
+        &self,
+        project_id: &str,
+        input: &MessageInput,
+        idempotency_key: Option<&str>,
+        request_locale: Locale,
+    ) -> Result<Accepted, SubmitError> {
+        if let Some(key) = idempotency_key
+            && (key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(SubmitError::Invalid(vec![FieldError::invalid(
+                "Idempotency-Key",
+                "The Idempotency-Key header must be 1–255 visible ASCII characters.",
+                "La cabecera Idempotency-Key debe tener de 1 a 255 caracteres ASCII visibles.",
+            )]));
+        }
+        let draft = input.parse().map_err(SubmitError::Invalid)?;
+        if draft.size > self.max_message_bytes {
+            return Err(SubmitError::TooLarge {
+                size: draft.size,
+                max: self.max_message_bytes,
+            });
+        }
+        let content = match draft.body {
+            Body::Content(c) => c,
+            Body::Template {
+                name,
+                vars,
+                locale,
+                reply_to,
+                headers,
+                attachments,
+            } => {
+                let set = self.template_set(project_id, &name).await?;
+                let lang = match locale.unwrap_or(request_locale) {
+                    Locale::Es => Lang::Es,
+                    Locale::En => Lang::En,
+                };
+                let rendered =
+                    templates::render(&set, lang, &vars).map_err(SubmitError::Template)?;
+                Content::Fields {
+                    subject: rendered.subject,
+                    text: Some(rendered.text),
+                    html: rendered.html,
+                    reply_to,
+                    headers,
+                    attachments,
+                    template: Some(name),
+                }
+            }
+        };
+        let content_json =
+            serde_json::to_string(&content).map_err(|e| SubmitError::Unavailable(e.to_string()))?;
+        let now = super::now_ms();
+        let id = uuid::Uuid::now_v7().to_string();
+        let message = NewMessage {
+            id: id.clone(),
+            project_id: project_id.to_string(),
+            message_type: draft.message_type.as_str().to_string(),
+            content: content_json,
+            size: draft.size,
+            idempotency_key: idempotency_key.map(str::to_string),
+            recipients: draft
+                .recipients
+                .iter()
+                .map(|r| (r.address.to_string(), r.kind))
+                .collect(),
+            now_ms: now,
+            expires_at_ms: now + self.max_lifetime.as_millis() as i64,
+        };
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Job { message, reply })
+            .await
+            .map_err(|_| SubmitError::Unavailable("the committer stopped".into()))?;
+        match answer.await {
+            Err(_) => Err(SubmitError::Unavailable("the committer stopped".into())),
+            Ok(Err(e)) => Err(SubmitError::Unavailable(e)),
+            Ok(Ok(Enqueued::New)) => {
+                metrics::counter!("cartero_accepted_total").increment(1);
+                Ok(Accepted {
+                    id,
+                    status: MessageStatus::Queued,
+                    replayed: false,
+                })
+            }
+            Ok(Ok(Enqueued::Existing { id, status })) => Ok(Accepted {
+                id,
+                status,
+                replayed: true,
+            }),
+        }
+    }
+
+    /// A project's own template, else the built-in one.
+    pub async fn template_set(
+        &self,
+        project_id: &str,
+        name: &str,
+    ) -> Result<TemplateSet, SubmitError> {
+        let stored = self
+            .store
+            .get_template(project_id, name)
+            .await
+            .map_err(|e| SubmitError::Unavailable(e.to_string()))?;
+        match stored {
+            Some(json) => serde_json::from_str(&json)
+                .map_err(|e| SubmitError::Unavailable(format!("stored template `{name}`: {e}"))),
+            None => templates::builtin(name)
+                .ok_or_else(|| SubmitError::UnknownTemplate(name.to_string())),
+        }
+    }
+}

@@ -1,0 +1,680 @@
+//! Delivery: from the durable queue to the providers.
+//!
+//! ```text
+//! intake (group commit) ─► messages table ─► Dispatcher::run claims due messages (lease)
+//!        ─► router (type → priority → fallback) ─► limits ─► transport pool ─► classify
+//!        ─► recorder (batched writes: status, recipients, attempts, events, send counts)
+//! ```
+//! A message is claimed under a lease; its outcome is written in one transaction with its
+//! attempts and events. At start every claimed message is returned to the queue: a crash
+//! or `kill -9` may repeat a message that was in the middle of DATA, never lose one.
+
+pub mod compose;
+pub mod intake;
+pub mod limits;
+pub mod router;
+pub mod transport;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+use tokio::sync::{Notify, OwnedSemaphorePermit, RwLock, Semaphore, mpsc, watch};
+
+use crate::accounts::{Accounts, EnvFallback};
+use crate::domain::diagnosis::{self, Context, DiagnosisCode};
+use crate::domain::message::{Content, MessageStatus, retry_delay};
+use crate::store::{AttemptRecord, ClaimedMessage, DeliveryUpdate, Store};
+use limits::SendWindow;
+use router::{Candidate, Route, Routes};
+use transport::{Target, Transport, TransportSettings};
+
+/// How delivery behaves; every field has a configuration key.
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    /// First retry delay; later ones double (capped at an hour), with jitter.
+    pub retry_base: Duration,
+    /// A message not delivered by then fails (default 3 days).
+    pub max_lifetime: Duration,
+    /// How long a claim lasts before another dispatcher may take the message.
+    pub lease: Duration,
+    /// Concurrent connections per account.
+    pub connections_per_account: usize,
+    /// Messages being delivered at once.
+    pub max_in_flight: usize,
+    /// How long a throttled account is paused.
+    pub throttle_cooldown: Duration,
+    /// How soon a message with no account to use is looked at again.
+    pub no_account_retry: Duration,
+    /// How often the queue is polled when nothing wakes the dispatcher.
+    pub poll_interval: Duration,
+    /// Largest message accepted (default 25 MB).
+    pub max_message_bytes: usize,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        DeliverySettings {
+            retry_base: Duration::from_secs(30),
+            max_lifetime: Duration::from_secs(3 * 24 * 3600),
+            lease: Duration::from_secs(300),
+            connections_per_account: 4,
+            max_in_flight: 256,
+            throttle_cooldown: Duration::from_secs(60),
+            no_account_retry: Duration::from_secs(60),
+            poll_interval: Duration::from_secs(1),
+            max_message_bytes: 25 * 1024 * 1024,
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Diagnoses that concern the message itself: another account would not do better.
+fn is_message_problem(code: DiagnosisCode) -> bool {
+    matches!(
+        code,
+        DiagnosisCode::RecipientRejected
+            | DiagnosisCode::MessageRejected
+            | DiagnosisCode::MessageTooLarge
+    )
+}
+
+pub struct Dispatcher {
+    store: Arc<dyn Store>,
+    accounts: Accounts,
+    env_fallback: Option<Arc<EnvFallback>>,
+    settings: DeliverySettings,
+    transport: Transport,
+    routes: RwLock<Arc<Routes>>,
+    windows: Mutex<HashMap<String, SendWindow>>,
+    connections: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Accounts paused during this run, before the routing table catches up.
+    paused: Mutex<HashMap<String, i64>>,
+    wake: Arc<Notify>,
+}
+
+impl Dispatcher {
+    pub fn new(
+        store: Arc<dyn Store>,
+        accounts: Accounts,
+        env_fallback: Option<Arc<EnvFallback>>,
+        settings: DeliverySettings,
+        transport: TransportSettings,
+        wake: Arc<Notify>,
+    ) -> Arc<Dispatcher> {
+        Arc::new(Dispatcher {
+            store,
+            accounts,
+            env_fallback,
+            settings,
+            transport: Transport::new(transport),
+            routes: RwLock::new(Arc::new(Routes::stale())),
+            windows: Mutex::new(HashMap::new()),
+            connections: Mutex::new(HashMap::new()),
+            paused: Mutex::new(HashMap::new()),
+            wake,
+        })
+    }
+
+    /// The routing table, rebuilt when any account changed (from any process).
+    async fn current_routes(&self) -> anyhow::Result<Arc<Routes>> {
+        let version = self.store.config_version().await?;
+        {
+            let routes = self.routes.read().await;
+            if routes.version == version {
+                return Ok(routes.clone());
+            }
+        }
+        let records = self.store.all_accounts().await?;
+        let routes = Arc::new(Routes::build(
+            version,
+            &records,
+            &self.accounts,
+            self.env_fallback.as_ref(),
+        ));
+        self.paused.lock().expect("not poisoned").clear();
+        *self.routes.write().await = routes.clone();
+        tracing::debug!(version, accounts = records.len(), "routing table rebuilt");
+        Ok(routes)
+    }
+
+    /// Claims and delivers until `shutdown` turns true; then finishes what is in flight.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let in_flight = Arc::new(Semaphore::new(self.settings.max_in_flight));
+        let (done_tx, done_rx) =
+            mpsc::channel::<(DeliveryUpdate, OwnedSemaphorePermit)>(self.settings.max_in_flight);
+        let recorder = tokio::spawn(record_outcomes(self.store.clone(), done_rx));
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let claimed = match self.claim(&in_flight).await {
+                Ok(list) => list,
+                Err(e) => {
+                    tracing::error!(
+                        error = format!("{e:#}"),
+                        "claiming due messages failed; retrying"
+                    );
+                    Vec::new()
+                }
+            };
+            let got = claimed.len();
+            if got > 0 {
+                let routes = match self.current_routes().await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(error = format!("{e:#}"), "loading accounts failed");
+                        self.routes.read().await.clone()
+                    }
+                };
+                for (message, permit) in claimed {
+                    let this = self.clone();
+                    let tx = done_tx.clone();
+                    let routes = routes.clone();
+                    tokio::spawn(async move {
+                        let update = this.deliver(message, &routes).await;
+                        let _ = tx.send((update, permit)).await;
+                    });
+                }
+            }
+            if got > 0 && in_flight.available_permits() > 0 {
+                continue;
+            }
+            let wait = if got > 0 {
+                // Full: wait for a slot to free up.
+                Duration::from_millis(5)
+            } else {
+                self.idle_wait().await
+            };
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        // Let every delivery in flight finish and be recorded (bounded).
+        let all = u32::try_from(self.settings.max_in_flight).unwrap_or(u32::MAX);
+        if tokio::time::timeout(Duration::from_secs(30), in_flight.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "deliveries still in flight at shutdown; their messages return to the queue at next start"
+            );
+        }
+        drop(done_tx);
+        let _ = recorder.await;
+        self.transport.clear();
+    }
+
+    async fn idle_wait(&self) -> Duration {
+        let poll = self.settings.poll_interval;
+        match self.store.next_due().await {
+            Ok(Some(due)) => {
+                Duration::from_millis((due - now_ms()).clamp(1, poll.as_millis() as i64) as u64)
+            }
+            _ => poll,
+        }
+    }
+
+    async fn claim(
+        &self,
+        in_flight: &Arc<Semaphore>,
+    ) -> anyhow::Result<Vec<(ClaimedMessage, OwnedSemaphorePermit)>> {
+        let available = in_flight.available_permits().min(256);
+        if available == 0 {
+            return Ok(Vec::new());
+        }
+        let permits = in_flight
+            .clone()
+            .acquire_many_owned(available as u32)
+            .await
+            .map_err(|_| anyhow::anyhow!("dispatcher semaphore closed"))?;
+        let claimed = self
+            .store
+            .claim_due(
+                now_ms(),
+                self.settings.lease.as_millis() as i64,
+                available as i64,
+            )
+            .await?;
+        let mut permits = Some(permits);
+        let mut out = Vec::with_capacity(claimed.len());
+        for m in claimed {
+            let all = permits.as_mut().expect("enough permits");
+            let one = if all.num_permits() > 1 {
+                all.split(1).expect("more than one")
+            } else {
+                permits.take().expect("the last permit")
+            };
+            out.push((m, one));
+        }
+        Ok(out)
+    }
+
+    fn connection_slot(&self, key: &str) -> Arc<Semaphore> {
+        self.connections
+            .lock()
+            .expect("not poisoned")
+            .entry(key.to_string())
+            .or_insert_with(|| {
+                Arc::new(Semaphore::new(self.settings.connections_per_account.max(1)))
+            })
+            .clone()
+    }
+
+    /// Reserves a send in the account's limit window, or says when it frees.
+    async fn reserve(&self, c: &Candidate, now: i64) -> Result<(), i64> {
+        let Some(id) = &c.id else { return Ok(()) };
+        let limits = c.spec.limits;
+        if limits.per_minute.is_none() && limits.per_hour.is_none() && limits.per_day.is_none() {
+            return Ok(());
+        }
+        let seeded = self.windows.lock().expect("not poisoned").contains_key(id);
+        if !seeded {
+            let counts = self
+                .store
+                .account_sends(id, now / 60_000 - 1440)
+                .await
+                .unwrap_or_default();
+            self.windows
+                .lock()
+                .expect("not poisoned")
+                .entry(id.clone())
+                .or_insert_with(|| SendWindow::seeded(&counts, now));
+        }
+        let mut windows = self.windows.lock().expect("not poisoned");
+        let w = windows.get_mut(id).expect("seeded above");
+        w.check(&limits, now)?;
+        w.record(now);
+        Ok(())
+    }
+
+    fn unreserve(&self, c: &Candidate, at: i64) {
+        if let Some(id) = &c.id
+            && let Some(w) = self.windows.lock().expect("not poisoned").get_mut(id)
+        {
+            w.unrecord(at);
+        }
+    }
+
+    async fn pause(&self, c: &Candidate, reason: &str) -> i64 {
+        let until = now_ms() + self.settings.throttle_cooldown.as_millis() as i64;
+        if let Some(id) = &c.id {
+            self.paused
+                .lock()
+                .expect("not poisoned")
+                .insert(id.clone(), until);
+            if let Err(e) = self.store.pause_account(id, until, reason).await {
+                tracing::error!(account = %id, error = %e, "could not store the account's pause");
+            }
+            tracing::warn!(account = %c.spec.name, until_ms = until, reason, "account throttled: paused");
+        }
+        until
+    }
+
+    fn paused_until(&self, c: &Candidate, now: i64) -> Option<i64> {
+        let id = c.id.as_ref()?;
+        self.paused
+            .lock()
+            .expect("not poisoned")
+            .get(id)
+            .copied()
+            .filter(|&u| u > now)
+    }
+
+    /// One delivery round for one message: every candidate in order until the recipients
+    /// are settled or the candidates run out.
+    async fn deliver(&self, message: ClaimedMessage, routes: &Routes) -> DeliveryUpdate {
+        let now = now_ms();
+        let mut update = DeliveryUpdate {
+            message_id: message.id.clone(),
+            status: MessageStatus::Deferred,
+            next_attempt_at_ms: now,
+            account_id: None,
+            message_id_header: None,
+            last_code: None,
+            last_reply: None,
+            recipients: Vec::new(),
+            attempts: Vec::new(),
+            events: Vec::new(),
+            sends: Vec::new(),
+        };
+        let content: Content = match serde_json::from_str(&message.content) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(message = %message.id, error = %e, "stored content is unreadable");
+                update.status = MessageStatus::Failed;
+                update.last_code = Some("protocol_error".into());
+                update.events.push((
+                    "failed".into(),
+                    Some(format!("stored content is unreadable: {e}")),
+                ));
+                return update;
+            }
+        };
+        // Recipient state for this round: position → (address, status, reply).
+        let mut state: Vec<(i64, String, String, Option<String>)> = message
+            .recipients
+            .iter()
+            .map(|r| {
+                (
+                    r.position,
+                    r.address.clone(),
+                    r.status.clone(),
+                    r.reply.clone(),
+                )
+            })
+            .collect();
+        let mut earliest_free: Option<i64> = None;
+        let mut last_diagnosis: Option<diagnosis::Diagnosis> = None;
+
+        match routes.route(&message.project_id, &message.message_type, now) {
+            Route::NoAccount => {
+                update.last_code = Some("no_account".into());
+                update.last_reply = Some(format!(
+                    "no enabled account of type `{}` and no system fallback account",
+                    message.message_type
+                ));
+                earliest_free = Some(now + self.settings.no_account_retry.as_millis() as i64);
+            }
+            Route::AllPaused { until_ms } => {
+                update.last_code = Some(DiagnosisCode::RateLimited.as_str().into());
+                update.last_reply =
+                    Some("every account of this type is paused after a throttling reply".into());
+                earliest_free = Some(until_ms);
+            }
+            Route::Candidates(candidates) => {
+                for candidate in candidates {
+                    let pending: Vec<usize> = (0..state.len())
+                        .filter(|&i| state[i].2 == "pending")
+                        .collect();
+                    if pending.is_empty() {
+                        break;
+                    }
+                    let now = now_ms();
+                    if let Some(until) = self.paused_until(&candidate, now) {
+                        earliest_free = Some(earliest_free.map_or(until, |e| e.min(until)));
+                        continue;
+                    }
+                    if let Err(free_at) = self.reserve(&candidate, now).await {
+                        earliest_free = Some(earliest_free.map_or(free_at, |e| e.min(free_at)));
+                        if last_diagnosis.is_none() {
+                            update.last_code = Some(DiagnosisCode::RateLimited.as_str().into());
+                            update.last_reply = Some(format!(
+                                "sending limit of account `{}` reached",
+                                candidate.spec.name
+                            ));
+                        }
+                        continue;
+                    }
+                    let slot = self.connection_slot(&candidate.key);
+                    let _connection = slot.acquire().await.expect("never closed");
+
+                    let (envelope_from, _) = compose::sender_of(&candidate.spec);
+                    let header_id = message
+                        .message_id_header
+                        .clone()
+                        .or_else(|| update.message_id_header.clone())
+                        .unwrap_or_else(|| compose::message_id_for(&message.id, &envelope_from));
+                    update.message_id_header = Some(header_id.clone());
+                    let rows: Vec<crate::store::RecipientRow> = message.recipients.clone();
+                    let composed =
+                        compose::compose(&content, &candidate.spec, &header_id, &rows, now / 1000);
+                    let rcpts: Vec<String> = pending.iter().map(|&i| state[i].1.clone()).collect();
+                    let started = OffsetDateTime::now_utc();
+                    let t0 = Instant::now();
+                    let target = Target {
+                        key: candidate.key.clone(),
+                        spec: &candidate.spec,
+                        password: candidate.password.clone(),
+                    };
+                    let report = self
+                        .transport
+                        .send(&target, &composed.envelope_from, &rcpts, &composed.bytes)
+                        .await;
+                    let elapsed = t0.elapsed();
+                    update.account_id = candidate.id.clone().or(update.account_id.take());
+                    let ctx = Context {
+                        host: candidate.spec.host.to_string(),
+                        port: candidate.spec.port.get(),
+                        security: candidate.spec.security,
+                        auth: candidate.spec.auth,
+                    };
+                    let diagnosis = report
+                        .failure
+                        .as_ref()
+                        .map(|f| diagnosis::diagnose(f, &ctx));
+
+                    // Settle each pending recipient from its RCPT reply and the DATA reply.
+                    let data_ok = report
+                        .data
+                        .as_ref()
+                        .is_some_and(|r| (200..300).contains(&r.code));
+                    let mut sent = 0;
+                    let mut refused = 0;
+                    for (n, &i) in pending.iter().enumerate() {
+                        let Some(rcpt) = &report.rcpts[n] else {
+                            continue;
+                        };
+                        let rcpt_ok = (200..300).contains(&rcpt.code);
+                        if rcpt_ok && data_ok {
+                            state[i].2 = "sent".into();
+                            state[i].3 = report.data.as_ref().map(|r| r.summary());
+                            sent += 1;
+                        } else if !rcpt_ok {
+                            state[i].3 = Some(rcpt.summary());
+                            let (code, transient) = diagnosis::classify_reply(
+                                diagnosis::Stage::RcptTo,
+                                rcpt,
+                                candidate.spec.auth,
+                            );
+                            if !transient {
+                                state[i].2 = "failed".into();
+                                refused += 1;
+                                update.events.push((
+                                    "failed".into(),
+                                    Some(format!("{}: {} ({code})", state[i].1, rcpt.summary())),
+                                ));
+                            }
+                        } else if let Some(d) = &diagnosis
+                            && !d.transient
+                            && is_message_problem(d.code)
+                        {
+                            // Accepted at RCPT but the content was refused for good.
+                            state[i].2 = "failed".into();
+                            state[i].3 = d.reply.clone();
+                            refused += 1;
+                        }
+                    }
+                    let outcome = if sent > 0 && refused == 0 && sent == pending.len() {
+                        "sent"
+                    } else if sent > 0 {
+                        "partial"
+                    } else if refused == pending.len() {
+                        "failed"
+                    } else {
+                        "deferred"
+                    };
+                    if sent > 0 {
+                        update
+                            .sends
+                            .push((candidate.id.clone().unwrap_or_default(), now / 60_000));
+                        update.events.push((
+                            "sent".into(),
+                            Some(format!(
+                                "{} recipient(s) via {}: {}",
+                                sent,
+                                candidate.spec.name,
+                                report
+                                    .data
+                                    .as_ref()
+                                    .map(|r| r.summary())
+                                    .unwrap_or_default()
+                            )),
+                        ));
+                    } else {
+                        self.unreserve(&candidate, now);
+                    }
+                    metrics::counter!("cartero_attempts_total", "account" => candidate.spec.name.clone(), "outcome" => outcome).increment(1);
+                    metrics::histogram!("cartero_attempt_duration_seconds")
+                        .record(elapsed.as_secs_f64());
+                    if let Some(d) = &diagnosis {
+                        metrics::counter!("cartero_errors_total", "code" => d.code.as_str())
+                            .increment(1);
+                    }
+                    let mut note = composed.note.clone();
+                    if let Some(d) = &diagnosis
+                        && d.code == DiagnosisCode::RateLimited
+                    {
+                        let until = self
+                            .pause(&candidate, &d.reply.clone().unwrap_or_default())
+                            .await;
+                        earliest_free = Some(earliest_free.map_or(until, |e| e.min(until)));
+                        let text = format!(
+                            "sending limit reached: account paused for {} s",
+                            self.settings.throttle_cooldown.as_secs()
+                        );
+                        note = Some(match note {
+                            Some(n) => format!("{n}; {text}"),
+                            None => text,
+                        });
+                    }
+                    update.attempts.push(AttemptRecord {
+                        account_id: candidate.id.clone(),
+                        account_name: Some(candidate.spec.name.clone()),
+                        started_at: started,
+                        duration_ms: elapsed.as_millis() as i64,
+                        outcome: outcome.into(),
+                        reply: diagnosis
+                            .as_ref()
+                            .and_then(|d| d.reply.clone())
+                            .or_else(|| report.data.as_ref().map(|r| r.summary())),
+                        diagnosis_code: diagnosis.as_ref().map(|d| d.code.as_str().to_string()),
+                        note,
+                        transcript: report.transcript,
+                    });
+                    if let Some(d) = diagnosis {
+                        update.last_code = Some(d.code.as_str().into());
+                        update.last_reply = d.reply.clone().or_else(|| Some(d.message.en.clone()));
+                        let message_level = is_message_problem(d.code) && !d.transient;
+                        last_diagnosis = Some(d);
+                        if message_level {
+                            // No other account would do better: settle what is left as failed.
+                            for &i in &pending {
+                                if state[i].2 == "pending" {
+                                    state[i].2 = "failed".into();
+                                    state[i].3 = update.last_reply.clone();
+                                }
+                            }
+                            break;
+                        }
+                        if sent == 0 {
+                            // Transient, throttled, or a problem of this account: next candidate.
+                            continue;
+                        }
+                    }
+                    // The transaction went through: recipients left pending are retried later.
+                    break;
+                }
+            }
+        }
+
+        // Final status of the message.
+        let now = now_ms();
+        let pending = state.iter().filter(|r| r.2 == "pending").count();
+        if pending > 0 && now >= message.expires_at_ms {
+            for r in state.iter_mut().filter(|r| r.2 == "pending") {
+                r.2 = "failed".into();
+                r.3 = Some(format!(
+                    "not delivered within the queue lifetime; last: {}",
+                    update.last_reply.clone().unwrap_or_default()
+                ));
+            }
+            update
+                .events
+                .push(("failed".into(), Some("queue lifetime exceeded".into())));
+        }
+        let sent = state.iter().filter(|r| r.2 == "sent").count();
+        let failed = state.iter().filter(|r| r.2 == "failed").count();
+        let pending = state.len() - sent - failed;
+        update.status = if pending > 0 {
+            MessageStatus::Deferred
+        } else if failed == 0 {
+            MessageStatus::Sent
+        } else if sent > 0 {
+            MessageStatus::Partial
+        } else {
+            MessageStatus::Failed
+        };
+        if update.status == MessageStatus::Failed && !update.events.iter().any(|e| e.0 == "failed")
+        {
+            update
+                .events
+                .push(("failed".into(), update.last_code.clone()));
+        }
+        if update.status == MessageStatus::Deferred {
+            let tries = (message.attempt_count as u32 + update.attempts.len() as u32).max(1);
+            let backoff = retry_delay(tries, self.settings.retry_base, rand::random::<f64>());
+            let mut next = now + backoff.as_millis() as i64;
+            if let Some(free) = earliest_free
+                && (update.attempts.is_empty() || free > next)
+            {
+                next = free;
+            }
+            update.next_attempt_at_ms = next.min(message.expires_at_ms.max(now));
+            update.events.push((
+                "deferred".into(),
+                Some(format!(
+                    "{}; next attempt in {} s",
+                    update
+                        .last_code
+                        .clone()
+                        .unwrap_or_else(|| "temporary_failure".into()),
+                    (update.next_attempt_at_ms - now) / 1000
+                )),
+            ));
+        }
+        for (position, _, status, reply) in state {
+            update.recipients.push((position, status, reply));
+        }
+        metrics::counter!("cartero_messages_total", "status" => update.status.as_str())
+            .increment(1);
+        update
+    }
+}
+
+/// Writes outcomes in batches (one transaction for everything finished meanwhile); the
+/// in-flight permit is released only once its outcome is on disk.
+async fn record_outcomes(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::Receiver<(DeliveryUpdate, OwnedSemaphorePermit)>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 512 {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let (updates, permits): (Vec<DeliveryUpdate>, Vec<OwnedSemaphorePermit>) =
+            batch.into_iter().unzip();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match store.record_deliveries(&updates).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, batch = updates.len(), "recording delivery outcomes failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        drop(permits);
+    }
+}

@@ -1,0 +1,404 @@
+//! The SMTP transport of delivery: a pool of authenticated connections per account, and one
+//! mail transaction (RFC 5321 §3.3) per message — MAIL FROM and every RCPT TO pipelined when
+//! the server offers PIPELINING (RFC 2920), then DATA.
+//!
+//! A connection is reused while it is healthy and younger than the idle limit; any I/O error,
+//! timeout or unexpected reply drops it. Pool keys include the account's `updated_at`, so a
+//! changed password or host never uses an old connection.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use smtp_proto::EhloResponse;
+
+use crate::domain::account::{AccountSpec, AuthMethod, Security};
+use crate::domain::diagnosis::{Failure, SmtpReply, Stage};
+use crate::secrets::Secret;
+use crate::smtp::{self, Conn, Session, Timeouts};
+use crate::tls::{TlsTrust, Verification};
+
+/// How long an idle connection may wait in the pool.
+const IDLE_LIMIT: Duration = Duration::from_secs(20);
+/// Idle connections kept per account.
+const MAX_IDLE: usize = 16;
+
+#[derive(Debug, Clone)]
+pub struct TransportSettings {
+    pub timeouts: Timeouts,
+    pub trust: TlsTrust,
+    pub helo_name: String,
+    pub deny_private_destinations: bool,
+}
+
+struct Idle {
+    session: Session,
+    caps: EhloResponse<String>,
+    since: Instant,
+}
+
+/// The account as the transport needs it.
+pub struct Target<'a> {
+    /// Pool key: the account id and its last change.
+    pub key: String,
+    pub spec: &'a AccountSpec,
+    pub password: Option<Secret>,
+}
+
+/// What one transaction did.
+#[derive(Debug, Default)]
+pub struct TxReport {
+    /// Per recipient, in the order given: the server's reply to RCPT TO.
+    pub rcpts: Vec<Option<SmtpReply>>,
+    /// The reply after the message body, when DATA was reached.
+    pub data: Option<SmtpReply>,
+    /// What stopped the transaction before the recipients were settled, if anything.
+    pub failure: Option<Failure>,
+    pub transcript: Vec<String>,
+}
+
+pub struct Transport {
+    settings: TransportSettings,
+    idle: Mutex<HashMap<String, Vec<Idle>>>,
+}
+
+impl Transport {
+    pub fn new(settings: TransportSettings) -> Transport {
+        Transport {
+            settings,
+            idle: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn take_idle(&self, key: &str) -> Option<Idle> {
+        let mut idle = self.idle.lock().expect("not poisoned");
+        let list = idle.get_mut(key)?;
+        while let Some(i) = list.pop() {
+            if i.since.elapsed() < IDLE_LIMIT {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, key: &str, session: Session, caps: EhloResponse<String>) {
+        let mut idle = self.idle.lock().expect("not poisoned");
+        let list = idle.entry(key.to_string()).or_default();
+        list.retain(|i| i.since.elapsed() < IDLE_LIMIT);
+        if list.len() < MAX_IDLE {
+            list.push(Idle {
+                session,
+                caps,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Drops every pooled connection (at shutdown).
+    pub fn clear(&self) {
+        self.idle.lock().expect("not poisoned").clear();
+    }
+
+    /// Opens an authenticated session to the account's server.
+    async fn open(
+        &self,
+        target: &Target<'_>,
+    ) -> Result<(Session, EhloResponse<String>), (Failure, Vec<String>)> {
+        let spec = target.spec;
+        let t = self.settings.timeouts;
+        let host = spec.host.as_str();
+        let verification = match (&spec.tls_fingerprint, spec.tls_verify) {
+            (Some(pin), _) => Verification::Pin(pin.clone()),
+            (None, true) => Verification::Verify,
+            (None, false) => Verification::Insecure,
+        };
+        let no_lines = |f| (f, Vec::new());
+        let addrs = smtp::resolve(
+            host,
+            spec.port.get(),
+            t.connect,
+            self.settings.deny_private_destinations,
+        )
+        .await
+        .map_err(no_lines)?;
+        let tcp = smtp::connect(&addrs, t.connect).await.map_err(no_lines)?;
+        let conn = if spec.security == Security::Tls {
+            let (tls, _) = smtp::handshake(
+                tcp,
+                host,
+                &self.settings.trust,
+                verification.clone(),
+                t.reply,
+            )
+            .await
+            .map_err(|(f, _)| (f, Vec::new()))?;
+            Conn::Tls(Box::new(tls))
+        } else {
+            Conn::Plain(tcp)
+        };
+        let mut session = Session::new(conn, host, t.reply);
+        let lines_of = |s: &Session| s.transcript().lock().expect("not poisoned").drain_lines();
+        macro_rules! step {
+            ($e:expr) => {
+                match $e {
+                    Ok(v) => v,
+                    Err(f) => return Err((f, lines_of(&session))),
+                }
+            };
+        }
+        step!(session.greeting().await);
+        let (mut caps, mut lines) = step!(session.ehlo(&self.settings.helo_name).await);
+        if spec.security == Security::Starttls {
+            if !lines.iter().any(|l| l.eq_ignore_ascii_case("STARTTLS")) {
+                return Err((Failure::StarttlsNotOffered, lines_of(&session)));
+            }
+            step!(
+                session
+                    .starttls(&self.settings.trust, verification)
+                    .await
+                    .map_err(|(f, _)| f)
+            );
+            (caps, lines) = step!(session.ehlo(&self.settings.helo_name).await);
+        }
+        if spec.auth == AuthMethod::Password {
+            let Some(password) = &target.password else {
+                return Err((Failure::MissingPassword, lines_of(&session)));
+            };
+            let username = spec.username.clone().unwrap_or_default();
+            step!(
+                session
+                    .authenticate(
+                        &caps,
+                        &lines,
+                        &username,
+                        password.expose(),
+                        spec.microsoft365
+                    )
+                    .await
+            );
+        }
+        Ok((session, caps))
+    }
+
+    /// One mail transaction: sends `message` from `envelope_from` to `rcpts`.
+    pub async fn send(
+        &self,
+        target: &Target<'_>,
+        envelope_from: &str,
+        rcpts: &[String],
+        message: &[u8],
+    ) -> TxReport {
+        let mut report = TxReport {
+            rcpts: vec![None; rcpts.len()],
+            ..TxReport::default()
+        };
+        let (mut session, caps, reused) = match self.take_idle(&target.key) {
+            Some(i) => (i.session, i.caps, true),
+            None => match self.open(target).await {
+                Ok((s, c)) => (s, c, false),
+                Err((failure, lines)) => {
+                    report.failure = Some(failure);
+                    report.transcript = lines;
+                    return report;
+                }
+            },
+        };
+        let outcome = transaction(
+            &mut session,
+            &caps,
+            envelope_from,
+            rcpts,
+            message,
+            &mut report,
+        )
+        .await;
+        report.transcript.splice(
+            0..0,
+            session
+                .transcript()
+                .lock()
+                .expect("not poisoned")
+                .drain_lines(),
+        );
+        match outcome {
+            Ok(()) => self.put_idle(&target.key, session, caps),
+            Err(Failure::ConnectionLost { .. }) | Err(Failure::ReplyTimeout(_))
+                if reused && report.data.is_none() && report.rcpts.iter().all(Option::is_none) =>
+            {
+                // A pooled connection the server had already closed: try once on a fresh one.
+                let mut fresh =
+                    Box::pin(self.send_fresh(target, envelope_from, rcpts, message)).await;
+                fresh
+                    .transcript
+                    .splice(0..0, std::mem::take(&mut report.transcript));
+                return fresh;
+            }
+            Err(f) => {
+                report.failure = Some(f);
+                session.quit().await;
+            }
+        }
+        report
+    }
+
+    async fn send_fresh(
+        &self,
+        target: &Target<'_>,
+        envelope_from: &str,
+        rcpts: &[String],
+        message: &[u8],
+    ) -> TxReport {
+        let mut report = TxReport {
+            rcpts: vec![None; rcpts.len()],
+            ..TxReport::default()
+        };
+        match self.open(target).await {
+            Err((failure, lines)) => {
+                report.failure = Some(failure);
+                report.transcript = lines;
+            }
+            Ok((mut session, caps)) => {
+                let outcome = transaction(
+                    &mut session,
+                    &caps,
+                    envelope_from,
+                    rcpts,
+                    message,
+                    &mut report,
+                )
+                .await;
+                report.transcript.splice(
+                    0..0,
+                    session
+                        .transcript()
+                        .lock()
+                        .expect("not poisoned")
+                        .drain_lines(),
+                );
+                match outcome {
+                    Ok(()) => self.put_idle(&target.key, session, caps),
+                    Err(f) => {
+                        report.failure = Some(f);
+                        session.quit().await;
+                    }
+                }
+            }
+        }
+        report
+    }
+}
+
+fn reply_of(r: &smtp_proto::Response<String>) -> SmtpReply {
+    let e = r.esc;
+    SmtpReply::new(
+        r.code,
+        (e[0] != 0).then(|| (e[0], u16::from(e[1]), u16::from(e[2]))),
+        r.message.clone(),
+    )
+}
+
+/// MAIL, RCPT…, DATA on an open session. `Err` means the session must not be reused.
+async fn transaction(
+    session: &mut Session,
+    caps: &EhloResponse<String>,
+    envelope_from: &str,
+    rcpts: &[String],
+    message: &[u8],
+    report: &mut TxReport,
+) -> Result<(), Failure> {
+    if caps.size > 0 && message.len() > caps.size {
+        report.failure = Some(Failure::Reply {
+            stage: Stage::MailFrom,
+            reply: SmtpReply::new(
+                552,
+                Some((5, 3, 4)),
+                format!(
+                    "the message is {} bytes; the server accepts at most {} (SIZE)",
+                    message.len(),
+                    caps.size
+                ),
+            ),
+        });
+        return Ok(());
+    }
+    let size = if caps.size > 0 {
+        format!(" SIZE={}", message.len())
+    } else {
+        String::new()
+    };
+    let mut commands = vec![format!("MAIL FROM:<{envelope_from}>{size}\r\n")];
+    commands.extend(rcpts.iter().map(|r| format!("RCPT TO:<{r}>\r\n")));
+    let lost = |stage: Stage, e: mail_send::Error| match e {
+        mail_send::Error::Timeout => Failure::ReplyTimeout(stage),
+        other => Failure::ConnectionLost {
+            stage,
+            error: other.to_string(),
+        },
+    };
+    let replies: Vec<SmtpReply> = if caps.capabilities & smtp_proto::EXT_PIPELINING != 0 {
+        session
+            .client
+            .cmds(commands.iter().map(String::as_bytes))
+            .await
+            .map_err(|e| lost(Stage::MailFrom, e))?
+            .iter()
+            .map(reply_of)
+            .collect()
+    } else {
+        let mut out = Vec::with_capacity(commands.len());
+        for (i, c) in commands.iter().enumerate() {
+            let r = session.client.cmd(c.as_bytes()).await.map_err(|e| {
+                lost(
+                    if i == 0 {
+                        Stage::MailFrom
+                    } else {
+                        Stage::RcptTo
+                    },
+                    e,
+                )
+            })?;
+            let r = reply_of(&r);
+            let refused_sender = i == 0 && !(200..300).contains(&r.code);
+            out.push(r);
+            if refused_sender {
+                break;
+            }
+        }
+        out
+    };
+    let mail = &replies[0];
+    if !(200..300).contains(&mail.code) {
+        report.failure = Some(Failure::Reply {
+            stage: Stage::MailFrom,
+            reply: mail.clone(),
+        });
+        session.rset().await;
+        return Ok(());
+    }
+    for (slot, reply) in report.rcpts.iter_mut().zip(replies.iter().skip(1)) {
+        *slot = Some(reply.clone());
+    }
+    let accepted = report
+        .rcpts
+        .iter()
+        .flatten()
+        .filter(|r| (200..300).contains(&r.code))
+        .count();
+    if accepted == 0 {
+        session.rset().await;
+        return Ok(());
+    }
+    match session.data(message).await {
+        Ok(reply) => {
+            report.data = Some(reply);
+            Ok(())
+        }
+        Err(Failure::Reply { stage, reply }) => {
+            report.data = Some(reply.clone());
+            report.failure = Some(Failure::Reply { stage, reply });
+            // After a refused DATA the transaction is over; the connection stays usable.
+            Ok(())
+        }
+        Err(f) => Err(f),
+    }
+}
