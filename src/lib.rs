@@ -13,6 +13,9 @@
 //!   classifier in [`domain::diagnosis`], which delivery shares.
 //! * [`accounts`] — the account service: validation + encryption + storage, shared by the
 //!   HTTP API and the CLI so both behave the same.
+//! * [`delivery`] — the durable queue's engine: group-commit intake, leased dispatcher,
+//!   routing (type → priority → fallback), per-account limits, pooled SMTP transport.
+//! * [`templates`] — built-in and per-project notification templates (minijinja), es and en.
 //! * [`http`] — the axum JSON API (`/v1`), its authentication and error answers.
 //! * [`cli`] — the subcommands of the `cartero` binary.
 //! * [`app`] — [`app::Application`]: builds the state, binds the listener, serves until shutdown.

@@ -4,6 +4,7 @@
 //! at once.
 
 mod account;
+mod send;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -70,6 +71,11 @@ enum Command {
     /// Master key management.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Queue a message (or one per CSV row, with --csv); `cartero serve` delivers it.
+    Send(send::SendArgs),
+    /// The message log: list, show (attempts, transcripts, events), retry, cancel.
+    #[command(subcommand)]
+    Messages(send::MessagesCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -205,6 +211,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let accounts = crate::accounts::Accounts::new(store.clone(), keyring);
                     account::run(store.as_ref(), &accounts, c, &config).await
                 }
+                Command::Send(args) => send::send(store.clone(), &config, args).await,
+                Command::Messages(c) => send::messages(store.clone(), &config, c).await,
                 Command::Key(KeyCommand::Rotate) => {
                     let _lock = app::lock_data_dir(&config)?;
                     rotate_key(store.as_ref(), &keyring).await

@@ -180,6 +180,32 @@ pub struct EventView {
     pub at: String,
 }
 
+impl From<crate::store::AttemptRecord> for AttemptView {
+    fn from(a: crate::store::AttemptRecord) -> AttemptView {
+        AttemptView {
+            at: rfc3339(a.started_at),
+            account_id: a.account_id,
+            account: a.account_name,
+            duration_ms: a.duration_ms,
+            outcome: a.outcome,
+            reply: a.reply,
+            diagnosis_code: a.diagnosis_code,
+            note: a.note,
+            transcript: a.transcript,
+        }
+    }
+}
+
+impl From<crate::store::EventRow> for EventView {
+    fn from(e: crate::store::EventRow) -> EventView {
+        EventView {
+            kind: e.kind,
+            detail: e.detail,
+            at: rfc3339(e.at),
+        }
+    }
+}
+
 /// A message as the log shows it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MessageView {
@@ -416,17 +442,7 @@ pub async fn message_detail(
             .message_attempts(id)
             .await?
             .into_iter()
-            .map(|a| AttemptView {
-                at: rfc3339(a.started_at),
-                account_id: a.account_id,
-                account: a.account_name,
-                duration_ms: a.duration_ms,
-                outcome: a.outcome,
-                reply: a.reply,
-                diagnosis_code: a.diagnosis_code,
-                note: a.note,
-                transcript: a.transcript,
-            })
+            .map(AttemptView::from)
             .collect(),
     );
     view.events = Some(
@@ -435,11 +451,7 @@ pub async fn message_detail(
             .message_events(id)
             .await?
             .into_iter()
-            .map(|e| EventView {
-                kind: e.kind,
-                detail: e.detail,
-                at: rfc3339(e.at),
-            })
+            .map(EventView::from)
             .collect(),
     );
     Ok(view)

@@ -352,3 +352,114 @@ fn master_key_from_the_environment_makes_no_key_file() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+// Multi-threaded: the peer is polled with blocking waits while the server delivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_a_message_and_a_csv_batch_from_the_terminal() {
+    use crate::peers::{Smtpd, SmtpdOptions};
+    let Some(peer) = Smtpd::start(SmtpdOptions {
+        mode: "plain",
+        ..SmtpdOptions::default()
+    }) else {
+        return;
+    };
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.delivery.poll_interval = std::time::Duration::from_millis(200)
+    })
+    .await;
+    app.owner_json(
+        Method::POST,
+        "/v1/accounts",
+        Some(&serde_json::json!({"name": "Relay", "host": "127.0.0.1", "port": peer.port, "security": "none", "auth": "none", "from_email": "app@acme.example"})),
+    )
+    .await;
+    let dir = app.dir.path().to_path_buf();
+    let run = move |args: Vec<String>| {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            cartero(&dir, &a, None, "es_ES.UTF-8")
+        })
+    };
+    let out = run([
+        "send",
+        "--to",
+        "ana@example.com",
+        "--template",
+        "system_alert",
+        "--var",
+        "title=Disco lleno",
+        "--var",
+        "message=Queda 1 %",
+        "--var",
+        "severity=critical",
+        "--locale",
+        "es",
+    ]
+    .map(String::from)
+    .to_vec())
+    .await
+    .unwrap();
+    let id = ok(&out).trim().to_string();
+    let csv = app.dir.path().join("invitaciones.csv");
+    std::fs::write(&csv, "to,name,product,link\nbeto@example.com,Beto,Gaio,https://gaio.example/i/1\nno-es-correo,Nadie,Gaio,https://x.example\ncarla@example.com,Carla,Gaio,https://gaio.example/i/2\n").unwrap();
+    let batch = vec![
+        "send".to_string(),
+        "--csv".into(),
+        csv.display().to_string(),
+        "--template".into(),
+        "user_invitation".into(),
+        "--locale".into(),
+        "es".into(),
+    ];
+    let out = run(batch.clone()).await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a refused row makes the batch exit 1"
+    );
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains("2 en cola, 0 ya estaban en cola, 1 rechazados (de 3 filas)"),
+        "{summary}"
+    );
+    assert!(summary.contains("fila 3"), "{summary}");
+    // Running the same file again sends nothing twice.
+    let out = run(batch).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("0 en cola, 2 ya estaban en cola"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let arrived = peer.wait_for_messages(3, std::time::Duration::from_secs(15));
+    assert_eq!(
+        arrived.len(),
+        3,
+        "the running server delivered what the CLI queued"
+    );
+    let out = run(vec![
+        "messages".into(),
+        "show".into(),
+        id.clone(),
+        "--json".into(),
+    ])
+    .await
+    .unwrap();
+    let shown: Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(shown["status"], "sent");
+    assert!(
+        shown["subject"].as_str().unwrap().contains("CRÍTICO"),
+        "{}",
+        shown["subject"]
+    );
+    let out = run(vec![
+        "messages".into(),
+        "list".into(),
+        "--status".into(),
+        "sent".into(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(ok(&out).lines().count(), 4, "a header and three messages");
+}

@@ -1,6 +1,7 @@
 //! Delivery against real SMTP servers on 127.0.0.1 (aiosmtpd with scripted replies):
 //! routing, failover, fallback, limits, throttling, retries, partial recipients,
-//! idempotency, templates and the message log.
+//! idempotency, templates and the message log. Tests run multi-threaded: the peer is polled
+//! with blocking waits while the server delivers.
 
 use std::time::{Duration, Instant};
 
@@ -81,7 +82,7 @@ async fn wait_status(app: &TestApp, id: &str, status: &str, secs: u64) -> Value 
     m
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_by_type_and_priority() {
     let (Some(high), Some(low), Some(system)) =
         (plain_server(None), plain_server(None), plain_server(None))
@@ -140,7 +141,7 @@ async fn routes_by_type_and_priority() {
     assert_eq!(kinds, ["queued", "sent"]);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fails_over_on_a_451_and_on_a_refused_connection() {
     let (Some(busy), Some(backup)) = (
         plain_server(Some(
@@ -186,7 +187,7 @@ async fn fails_over_on_a_451_and_on_a_refused_connection() {
     assert_eq!(backup.wait_for_messages(1, Duration::from_secs(2)).len(), 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_system_fallback_account_and_no_account_at_all() {
     let Some(fallback) = plain_server(None) else {
         return;
@@ -217,7 +218,7 @@ async fn the_system_fallback_account_and_no_account_at_all() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disabling_an_account_while_messages_wait_moves_them_to_the_next() {
     let (Some(first), Some(second)) = (
         plain_server(Some(json!({"mail": "451 4.3.0 try later"}))),
@@ -255,7 +256,7 @@ async fn disabling_an_account_while_messages_wait_moves_them_to_the_next() {
     assert_eq!(second.wait_for_messages(3, Duration::from_secs(2)).len(), 3);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_per_minute_limit_is_honoured() {
     let Some(server) = plain_server(None) else {
         return;
@@ -304,7 +305,7 @@ async fn the_per_minute_limit_is_honoured() {
     assert_eq!(deferred, 2);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_throttling_reply_pauses_the_account_and_routes_to_the_next() {
     let (Some(throttled), Some(other)) = (
         plain_server(Some(
@@ -338,7 +339,7 @@ async fn a_throttling_reply_pauses_the_account_and_routes_to_the_next() {
     assert!(paused.paused_until.is_some());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transient_failure_is_retried_then_succeeds() {
     let Some(server) = plain_server(Some(
         json!({"data": {"reply": "451 4.3.0 Temporary local problem - please try later", "times": 1}}),
@@ -374,7 +375,7 @@ async fn a_transient_failure_is_retried_then_succeeds() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_permanent_failure_fails_at_once_with_the_diagnosis() {
     let Some(server) = plain_server(Some(
         json!({"rcpt": "550 5.1.1 <nadie@example.com>: Recipient address rejected: User unknown"}),
@@ -396,7 +397,7 @@ async fn a_permanent_failure_fails_at_once_with_the_diagnosis() {
     assert!(server.messages().is_empty());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_are_per_recipient() {
     let Some(server) = plain_server(Some(
         json!({"rcpt:malo@example.com": "550 5.1.1 no such user"}),
@@ -434,7 +435,7 @@ async fn results_are_per_recipient() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_keys_return_the_first_answer() {
     let Some(server) = plain_server(None) else {
         return;
@@ -464,7 +465,7 @@ async fn idempotency_keys_return_the_first_answer() {
     assert_eq!(list["messages"].as_array().unwrap().len(), 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_messages_are_refused_and_nothing_is_stored() {
     let app = fast_app().await;
     let cases = [
@@ -525,7 +526,7 @@ async fn bad_messages_are_refused_and_nothing_is_stored() {
     assert_eq!(list["messages"], json!([]));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_messages_get_413() {
     let app = spawn_app_with(|c| c.delivery.max_message_bytes = 1000).await;
     use base64::Engine;
@@ -538,7 +539,7 @@ async fn oversized_messages_get_413() {
     assert_eq!(answer["error"]["code"], "message_too_large");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn templates_render_in_spanish_and_english() {
     let Some(server) = plain_server(None) else {
         return;
@@ -603,7 +604,7 @@ async fn templates_render_in_spanish_and_english() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn microsoft365_sends_as_the_mailbox_and_says_so() {
     let Some(server) = plain_server(None) else {
         return;
@@ -625,7 +626,7 @@ async fn microsoft365_sends_as_the_mailbox_and_says_so() {
     assert!(body.contains("Reply-To: <ventas@acme.example>"), "{body}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_filter_retry_cancel_and_metrics() {
     let Some(server) = plain_server(Some(json!({"rcpt:nadie@example.com": "550 5.1.1 unknown"})))
     else {

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod cli;
+mod crash;
 mod delivery;
 mod helpers;
 mod peer_smtp;
