@@ -253,14 +253,6 @@ fn scrub(lines: &mut [String], request: &ProbeRequest) {
     }
 }
 
-fn verification(spec: &AccountSpec) -> Verification {
-    match (&spec.tls_fingerprint, spec.tls_verify) {
-        (Some(pin), _) => Verification::Pin(pin.clone()),
-        (None, true) => Verification::Verify,
-        (None, false) => Verification::Insecure,
-    }
-}
-
 async fn run_smtp(
     request: &ProbeRequest,
     settings: &ProbeSettings,
@@ -293,7 +285,7 @@ async fn run_smtp(
 
     let conn = if spec.security == Security::Tls {
         begin(p, Stage::Tls);
-        match smtp::handshake(tcp, host, &settings.trust, verification(spec), t.reply).await {
+        match smtp::handshake(tcp, host, &settings.trust, Verification::of(spec), t.reply).await {
             Ok((tls, details)) => {
                 p.lock().expect("not poisoned").certificate = details.certificate.clone();
                 finish(p, true, Some(details.summary()));
@@ -342,7 +334,10 @@ async fn run_smtp(
         }
         finish(p, true, None);
         begin(p, Stage::Tls);
-        match session.starttls(&settings.trust, verification(spec)).await {
+        match session
+            .starttls(&settings.trust, Verification::of(spec))
+            .await
+        {
             Ok(details) => {
                 p.lock().expect("not poisoned").certificate = details.certificate.clone();
                 finish(p, true, Some(details.summary()));

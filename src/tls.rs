@@ -97,6 +97,17 @@ pub enum Verification {
     Insecure,
 }
 
+impl Verification {
+    /// An account's choice: its pinned fingerprint, else verification unless turned off.
+    pub fn of(spec: &crate::domain::account::AccountSpec) -> Verification {
+        match (&spec.tls_fingerprint, spec.tls_verify) {
+            (Some(pin), _) => Verification::Pin(pin.clone()),
+            (None, true) => Verification::Verify,
+            (None, false) => Verification::Insecure,
+        }
+    }
+}
+
 /// What the verifier saw: the presented chain and, if refused, why.
 #[derive(Debug, Default)]
 pub struct Observed {

@@ -107,11 +107,7 @@ impl Transport {
         let spec = target.spec;
         let t = self.settings.timeouts;
         let host = spec.host.as_str();
-        let verification = match (&spec.tls_fingerprint, spec.tls_verify) {
-            (Some(pin), _) => Verification::Pin(pin.clone()),
-            (None, true) => Verification::Verify,
-            (None, false) => Verification::Insecure,
-        };
+        let verification = Verification::of(spec);
         let no_lines = |f| (f, Vec::new());
         let addrs = smtp::resolve(
             host,
@@ -180,7 +176,8 @@ impl Transport {
         Ok((session, caps))
     }
 
-    /// One mail transaction: sends `message` from `envelope_from` to `rcpts`.
+    /// One mail transaction: sends `message` from `envelope_from` to `rcpts`, on a pooled
+    /// connection when one is idle, else on a new one.
     pub async fn send(
         &self,
         target: &Target<'_>,
@@ -188,20 +185,67 @@ impl Transport {
         rcpts: &[String],
         message: &[u8],
     ) -> TxReport {
+        if let Some(idle) = self.take_idle(&target.key) {
+            let (report, stale) = self
+                .run_on(
+                    target,
+                    idle.session,
+                    idle.caps,
+                    envelope_from,
+                    rcpts,
+                    message,
+                )
+                .await;
+            if !stale {
+                return report;
+            }
+            // The server had closed the pooled connection before answering anything: try
+            // once on a fresh one, keeping what the dead one showed.
+            let mut fresh = self.send_fresh(target, envelope_from, rcpts, message).await;
+            let mut transcript = report.transcript;
+            transcript.append(&mut fresh.transcript);
+            fresh.transcript = transcript;
+            return fresh;
+        }
+        self.send_fresh(target, envelope_from, rcpts, message).await
+    }
+
+    async fn send_fresh(
+        &self,
+        target: &Target<'_>,
+        envelope_from: &str,
+        rcpts: &[String],
+        message: &[u8],
+    ) -> TxReport {
+        match self.open(target).await {
+            Err((failure, lines)) => TxReport {
+                rcpts: vec![None; rcpts.len()],
+                failure: Some(failure),
+                transcript: lines,
+                ..TxReport::default()
+            },
+            Ok((session, caps)) => {
+                self.run_on(target, session, caps, envelope_from, rcpts, message)
+                    .await
+                    .0
+            }
+        }
+    }
+
+    /// Runs the transaction on `session`, returns it to the pool if it stays usable, and
+    /// says whether the connection was found dead before any reply (a stale pooled one).
+    async fn run_on(
+        &self,
+        target: &Target<'_>,
+        mut session: Session,
+        caps: EhloResponse<String>,
+        envelope_from: &str,
+        rcpts: &[String],
+        message: &[u8],
+    ) -> (TxReport, bool) {
         let mut report = TxReport {
             rcpts: vec![None; rcpts.len()],
             ..TxReport::default()
-        };
-        let (mut session, caps, reused) = match self.take_idle(&target.key) {
-            Some(i) => (i.session, i.caps, true),
-            None => match self.open(target).await {
-                Ok((s, c)) => (s, c, false),
-                Err((failure, lines)) => {
-                    report.failure = Some(failure);
-                    report.transcript = lines;
-                    return report;
-                }
-            },
         };
         let outcome = transaction(
             &mut session,
@@ -220,71 +264,20 @@ impl Transport {
                 .expect("not poisoned")
                 .drain_lines(),
         );
+        let untouched = report.data.is_none() && report.rcpts.iter().all(Option::is_none);
         match outcome {
-            Ok(()) => self.put_idle(&target.key, session, caps),
-            Err(Failure::ConnectionLost { .. }) | Err(Failure::ReplyTimeout(_))
-                if reused && report.data.is_none() && report.rcpts.iter().all(Option::is_none) =>
-            {
-                // A pooled connection the server had already closed: try once on a fresh one.
-                let mut fresh =
-                    Box::pin(self.send_fresh(target, envelope_from, rcpts, message)).await;
-                fresh
-                    .transcript
-                    .splice(0..0, std::mem::take(&mut report.transcript));
-                return fresh;
+            Ok(()) => {
+                self.put_idle(&target.key, session, caps);
+                (report, false)
             }
             Err(f) => {
+                let stale = untouched
+                    && matches!(f, Failure::ConnectionLost { .. } | Failure::ReplyTimeout(_));
                 report.failure = Some(f);
                 session.quit().await;
+                (report, stale)
             }
         }
-        report
-    }
-
-    async fn send_fresh(
-        &self,
-        target: &Target<'_>,
-        envelope_from: &str,
-        rcpts: &[String],
-        message: &[u8],
-    ) -> TxReport {
-        let mut report = TxReport {
-            rcpts: vec![None; rcpts.len()],
-            ..TxReport::default()
-        };
-        match self.open(target).await {
-            Err((failure, lines)) => {
-                report.failure = Some(failure);
-                report.transcript = lines;
-            }
-            Ok((mut session, caps)) => {
-                let outcome = transaction(
-                    &mut session,
-                    &caps,
-                    envelope_from,
-                    rcpts,
-                    message,
-                    &mut report,
-                )
-                .await;
-                report.transcript.splice(
-                    0..0,
-                    session
-                        .transcript()
-                        .lock()
-                        .expect("not poisoned")
-                        .drain_lines(),
-                );
-                match outcome {
-                    Ok(()) => self.put_idle(&target.key, session, caps),
-                    Err(f) => {
-                        report.failure = Some(f);
-                        session.quit().await;
-                    }
-                }
-            }
-        }
-        report
     }
 }
 
