@@ -23,6 +23,7 @@
 
 pub mod accounts;
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod delivery;

@@ -76,6 +76,39 @@ enum Command {
     /// The message log: list, show (attempts, transcripts, events), retry, cancel.
     #[command(subcommand)]
     Messages(send::MessagesCommand),
+    /// Benchmark cartero against Postfix and raw SMTP on this machine (127.0.0.1 only).
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// Messages per round.
+    #[arg(long, default_value_t = 20_000)]
+    messages: usize,
+    /// Submissions in flight (HTTP keep-alive) and smtp-source sessions.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Rounds; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 4096)]
+    size: usize,
+    /// Fixed submission rate for the accept-latency measurement (0 to skip).
+    #[arg(long, default_value_t = 1000)]
+    rate: usize,
+    /// Also measure with this many messages already queued (deferred).
+    #[arg(long, default_value_t = 0)]
+    queued: usize,
+    /// Skip the Postfix comparison.
+    #[arg(long)]
+    no_postfix: bool,
+    /// 200 messages, one round, a 100 msgs/s latency check: proves the command works (CI).
+    #[arg(long)]
+    smoke: bool,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "bench-results.json")]
+    out: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -194,6 +227,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let app = Application::build(config).await?;
             app.run_until(app::shutdown_signal()).await
         }
+        Command::Bench(args) => {
+            init_logging(config.log_format, "warn");
+            let opts = crate::bench::BenchOptions {
+                messages: if args.smoke { 200 } else { args.messages },
+                concurrency: args.concurrency,
+                runs: if args.smoke { 1 } else { args.runs.max(1) },
+                size: args.size,
+                postfix: !args.no_postfix,
+                queued: if args.smoke { 0 } else { args.queued },
+                rate: if args.smoke { 100 } else { args.rate },
+                out: args.out,
+                exe: std::env::current_exe().context("locating the cartero binary")?,
+                repo: std::env::current_dir()?,
+            };
+            let summary = crate::bench::run(&opts).await?;
+            println!("{}", crate::bench::table(&summary));
+            eprintln!("JSON written to {}", opts.out.display());
+            Ok(())
+        }
         Command::Presets { email, json } => {
             let list: Vec<&presets::Preset> = match &email {
                 Some(e) => presets::for_email(e),
@@ -217,7 +269,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let _lock = app::lock_data_dir(&config)?;
                     rotate_key(store.as_ref(), &keyring).await
                 }
-                Command::Serve { .. } | Command::Presets { .. } => unreachable!("handled above"),
+                Command::Serve { .. } | Command::Presets { .. } | Command::Bench(_) => {
+                    unreachable!("handled above")
+                }
             }
         }
     }

@@ -1,0 +1,759 @@
+//! `cartero bench`: cartero against Postfix on this machine, in one run, on 127.0.0.1 only.
+//!
+//! Each round starts Postfix's `smtp-sink` as the destination and measures three pipelines
+//! into it with the same message size and concurrency:
+//! * **raw SMTP** — `smtp-source` straight into the sink: the ceiling of SMTP here;
+//! * **Postfix** — `smtp-source` → a private Postfix instance (queue on disk) → the sink
+//!   (`scripts/postfix-bench.sh`);
+//! * **cartero** — HTTP `POST /v1/messages` (keep-alive, `concurrency` in flight) →
+//!   `cartero serve` (SQLite, `synchronous=FULL`, a fresh data directory) → the sink.
+//!
+//! End to end is from the first submission until the sink has counted every message. For
+//! cartero it also records accept rate and latency, peak RSS (`VmHWM`), bytes written to
+//! disk per message (`/proc/PID/io`), the latency of one message on an idle server, and the
+//! accept latency at a fixed rate. Medians over `runs` rounds; the JSON goes to `--out`.
+//! Timings never enter the test suite: `--smoke` (200 messages, one round) is what CI runs so
+//! this command cannot rot.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub messages: usize,
+    pub concurrency: usize,
+    pub runs: usize,
+    pub size: usize,
+    pub postfix: bool,
+    /// Extra round with this many messages already queued (deferred), 0 for none.
+    pub queued: usize,
+    /// Fixed submission rate (msgs/s) for the accept-latency measurement, 0 to skip.
+    pub rate: usize,
+    pub out: PathBuf,
+    /// The cartero binary to measure (this one by default).
+    pub exe: PathBuf,
+    /// The repository root (for scripts/postfix-bench.sh).
+    pub repo: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct CarteroRound {
+    pub accepted_per_s: f64,
+    pub accept_p50_ms: f64,
+    pub accept_p99_ms: f64,
+    pub end_to_end_per_s: f64,
+    pub peak_rss_mb: f64,
+    pub disk_bytes_per_message: f64,
+    pub single_message_ms: f64,
+    pub fixed_rate: Option<FixedRate>,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct FixedRate {
+    pub rate_per_s: usize,
+    pub sent: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Round {
+    pub cartero: CarteroRound,
+    pub postfix_per_s: Option<f64>,
+    pub raw_per_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub machine: String,
+    pub messages: usize,
+    pub concurrency: usize,
+    pub size: usize,
+    pub runs: Vec<Round>,
+    pub median: Round,
+    pub ratio_cartero_postfix: Option<f64>,
+    pub ratio_cartero_raw: f64,
+    pub queued: Option<QueuedRound>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QueuedRound {
+    pub queued: usize,
+    pub end_to_end_per_s: f64,
+    pub peak_rss_mb: f64,
+    /// With the queue full, as a fraction of the empty-queue figure.
+    pub relative_to_empty: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn which(candidates: &[&str]) -> Option<PathBuf> {
+    candidates.iter().map(PathBuf::from).find(|p| p.exists())
+}
+
+/// Postfix's smtp-sink, counting messages (`-c`) into a file we poll.
+struct Sink {
+    port: u16,
+    child: Child,
+    counter: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Sink {
+    fn start() -> anyhow::Result<Sink> {
+        let bin = which(&["/usr/sbin/smtp-sink", "/usr/lib/postfix/smtp-sink"])
+            .context("smtp-sink is not installed: run scripts/peers.sh")?;
+        let dir = tempfile::tempdir()?;
+        let counter = dir.path().join("counter");
+        let port = free_port()?;
+        let child = Command::new(bin)
+            .args(["-u", "nobody", "-c"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("1024")
+            .stdout(std::fs::File::create(&counter)?)
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting smtp-sink")?;
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if start.elapsed() > Duration::from_secs(10) {
+                bail!("smtp-sink did not listen on {port}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(Sink {
+            port,
+            child,
+            counter,
+            _dir: dir,
+        })
+    }
+
+    /// Messages the sink has received so far (`mesg=N` of its last counter line).
+    fn count(&self) -> usize {
+        let mut text = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.counter) {
+            use std::io::{Seek, SeekFrom};
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            let _ = f.seek(SeekFrom::Start(len.saturating_sub(128)));
+            let _ = f.read_to_string(&mut text);
+        }
+        text.rsplit("mesg=")
+            .next()
+            .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits until the sink counted `n` messages; returns when it happened.
+    fn wait_for(&self, n: usize, limit: Duration) -> anyhow::Result<Instant> {
+        let start = Instant::now();
+        loop {
+            if self.count() >= n {
+                return Ok(Instant::now());
+            }
+            if start.elapsed() > limit {
+                bail!(
+                    "the sink counted {} of {n} messages within {limit:?}",
+                    self.count()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn smtp_source(port: u16, messages: usize, concurrency: usize, size: usize) -> anyhow::Result<()> {
+    let bin = which(&["/usr/sbin/smtp-source", "/usr/lib/postfix/smtp-source"])
+        .context("smtp-source is not installed: run scripts/peers.sh")?;
+    // -d: keep each session open for the next message (connection reuse), as cartero's
+    // pooled connections do.
+    let status = Command::new(bin)
+        .args([
+            "-d",
+            "-s",
+            &concurrency.to_string(),
+            "-m",
+            &messages.to_string(),
+            "-l",
+            &size.to_string(),
+        ])
+        .args(["-f", "bench@acme.example", "-t", "sink@example.com"])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .status()
+        .context("running smtp-source")?;
+    if !status.success() {
+        bail!("smtp-source failed: {status}");
+    }
+    Ok(())
+}
+
+/// Raw SMTP: smtp-source straight into the sink.
+fn raw_round(opts: &BenchOptions) -> anyhow::Result<f64> {
+    let sink = Sink::start()?;
+    let t0 = Instant::now();
+    smtp_source(sink.port, opts.messages, opts.concurrency, opts.size)?;
+    let done = sink.wait_for(opts.messages, Duration::from_secs(600))?;
+    Ok(opts.messages as f64 / (done - t0).as_secs_f64())
+}
+
+/// Postfix end to end: smtp-source → Postfix (disk queue) → the sink.
+fn postfix_round(opts: &BenchOptions) -> anyhow::Result<f64> {
+    let script = opts.repo.join("scripts/postfix-bench.sh");
+    let sink = Sink::start()?;
+    let dir = tempfile::Builder::new().prefix("pfb").tempdir_in("/tmp")?;
+    let port = free_port()?;
+    let run = |args: &[&str]| -> anyhow::Result<()> {
+        let out = Command::new("bash")
+            .arg(&script)
+            .args(args)
+            .output()
+            .context("running scripts/postfix-bench.sh")?;
+        if !out.status.success() {
+            bail!(
+                "scripts/postfix-bench.sh {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    };
+    let dir_s = dir.path().display().to_string();
+    run(&["start", &dir_s, &port.to_string(), &sink.port.to_string()])?;
+    let t0 = Instant::now();
+    let measured = smtp_source(port, opts.messages, opts.concurrency, opts.size)
+        .and_then(|()| sink.wait_for(opts.messages, Duration::from_secs(1800)));
+    let stopped = run(&["stop", &dir_s]);
+    let done = measured?;
+    stopped?;
+    Ok(opts.messages as f64 / (done - t0).as_secs_f64())
+}
+
+/// A running `cartero serve` on a fresh data directory with one account → the sink.
+struct Server {
+    child: Child,
+    base: String,
+    token: String,
+}
+
+impl Server {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn proc_field(&self, file: &str, field: &str) -> Option<f64> {
+        let text = std::fs::read_to_string(format!("/proc/{}/{file}", self.pid())).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| {
+                v.trim_start_matches(':')
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cli(exe: &Path, dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(exe)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env("CARTERO_LOG", "warn")
+        .output()
+        .with_context(|| format!("running cartero {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "cartero {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+async fn start_server(opts: &BenchOptions, sink: &Sink, dir: &Path) -> anyhow::Result<Server> {
+    cli(
+        &opts.exe,
+        dir,
+        &[
+            "account",
+            "add",
+            "--name",
+            "sink",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &sink.port.to_string(),
+            "--security",
+            "none",
+            "--auth",
+            "none",
+            "--from-email",
+            "bench@acme.example",
+        ],
+    )?;
+    let token = cli(
+        &opts.exe,
+        dir,
+        &["token", "create", "--name", "bench", "--role", "sender"],
+    )?;
+    let port = free_port()?;
+    let child = Command::new(&opts.exe)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("CARTERO_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting cartero serve")?;
+    let server = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        token,
+    };
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = client.get(format!("{}/healthz", server.base)).send().await
+            && r.status().is_success()
+        {
+            return Ok(server);
+        }
+        if Instant::now() > deadline {
+            bail!("cartero serve did not become healthy");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn body(size: usize, i: usize) -> serde_json::Value {
+    // ~`size` bytes of text, as in the issue: 4 KB, one recipient.
+    let line = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.\n";
+    let text: String = line.repeat(size / line.len() + 1)[..size].to_string();
+    serde_json::json!({"type": "system", "to": [format!("user{i}@example.com")], "subject": format!("Bench {i}"), "text": text})
+}
+
+/// Submits `n` messages with `concurrency` in flight; returns (latencies ms, first, last).
+async fn submit(
+    server: &Server,
+    n: usize,
+    concurrency: usize,
+    size: usize,
+    offset: usize,
+) -> anyhow::Result<(Vec<f64>, Instant, Instant)> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let client = client.clone();
+        let next = next.clone();
+        let url = format!("{}/v1/messages", server.base);
+        let token = server.token.clone();
+        workers.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let b = body(size, offset + i);
+                let t = Instant::now();
+                let r = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&b)
+                    .send()
+                    .await?;
+                if r.status() != reqwest::StatusCode::ACCEPTED {
+                    bail!(
+                        "submission answered {}: {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    );
+                }
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut all = Vec::with_capacity(n);
+    for w in workers {
+        all.extend(w.await??);
+    }
+    Ok((all, t0, Instant::now()))
+}
+
+async fn cartero_round(opts: &BenchOptions, prefill: usize) -> anyhow::Result<CarteroRound> {
+    let sink = Sink::start()?;
+    let dir = tempfile::tempdir()?;
+    if prefill > 0 {
+        prefill_queue(dir.path(), prefill).await?;
+    }
+    let server = start_server(opts, &sink, dir.path()).await?;
+    let io_before = server.proc_field("io", "write_bytes").unwrap_or(0.0);
+    let (mut lat, t0, last) =
+        submit(&server, opts.messages, opts.concurrency, opts.size, 0).await?;
+    let done = sink.wait_for(opts.messages, Duration::from_secs(1800))?;
+    let io_after = server.proc_field("io", "write_bytes").unwrap_or(0.0);
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let mut round = CarteroRound {
+        accepted_per_s: opts.messages as f64 / (last - t0).as_secs_f64(),
+        accept_p50_ms: percentile(&lat, 0.50),
+        accept_p99_ms: percentile(&lat, 0.99),
+        end_to_end_per_s: opts.messages as f64 / (done - t0).as_secs_f64(),
+        disk_bytes_per_message: (io_after - io_before) / opts.messages as f64,
+        ..CarteroRound::default()
+    };
+
+    // One message on an idle server: from the 202 to the sink's count.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let client = reqwest::Client::new();
+    let mut singles = Vec::new();
+    for i in 0..11 {
+        let before = sink.count();
+        let t = Instant::now();
+        let r = client
+            .post(format!("{}/v1/messages", server.base))
+            .bearer_auth(&server.token)
+            .json(&body(opts.size, 10_000_000 + i))
+            .send()
+            .await?;
+        if r.status() != reqwest::StatusCode::ACCEPTED {
+            bail!("single submission answered {}", r.status());
+        }
+        let accepted = Instant::now();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sink.count() <= before && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        let _ = t;
+        singles.push((Instant::now() - accepted).as_secs_f64() * 1000.0);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    round.single_message_ms = median(singles);
+
+    if opts.rate > 0 {
+        round.fixed_rate = Some(fixed_rate(&server, opts).await?);
+    }
+    round.peak_rss_mb = server.proc_field("status", "VmHWM").unwrap_or(0.0) / 1024.0;
+    server.stop();
+    Ok(round)
+}
+
+/// Accept latency while submitting at a fixed rate for a few seconds (open loop).
+async fn fixed_rate(server: &Server, opts: &BenchOptions) -> anyhow::Result<FixedRate> {
+    let seconds = if opts.messages <= 1000 { 1 } else { 5 };
+    let total = opts.rate * seconds;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / opts.rate as f64));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = Vec::with_capacity(total);
+    for i in 0..total {
+        ticker.tick().await;
+        let client = client.clone();
+        let url = format!("{}/v1/messages", server.base);
+        let token = server.token.clone();
+        let b = body(opts.size, 20_000_000 + i);
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let r = client
+                .post(&url)
+                .bearer_auth(&token)
+                .json(&b)
+                .send()
+                .await?;
+            anyhow::ensure!(
+                r.status() == reqwest::StatusCode::ACCEPTED,
+                "answered {}",
+                r.status()
+            );
+            anyhow::Ok(t.elapsed().as_secs_f64() * 1000.0)
+        }));
+    }
+    let mut lat = Vec::with_capacity(total);
+    for t in tasks {
+        lat.push(t.await??);
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    Ok(FixedRate {
+        rate_per_s: opts.rate,
+        sent: total,
+        p50_ms: percentile(&lat, 0.50),
+        p99_ms: percentile(&lat, 0.99),
+    })
+}
+
+/// Fills a fresh data directory's queue with `n` messages deferred for a day (type `parked`,
+/// which no account serves), as a paused account's backlog would be.
+async fn prefill_queue(dir: &Path, n: usize) -> anyhow::Result<()> {
+    let url = format!("sqlite://{}", dir.join("cartero.db").display());
+    let store = crate::store::open(&url).await?;
+    let bar = indicatif::ProgressBar::new(n as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "prefilling the queue [{bar:40}] {pos}/{len} {per_sec}",
+        )
+        .expect("valid")
+        .progress_chars("=> "),
+    );
+    let content = serde_json::to_string(&crate::domain::message::Content::Fields {
+        subject: "parked".into(),
+        text: Some("x".repeat(1000)),
+        html: None,
+        reply_to: None,
+        headers: vec![],
+        attachments: vec![],
+        template: None,
+    })?;
+    let later = crate::delivery::now_ms() + 24 * 3600 * 1000;
+    let mut done = 0;
+    while done < n {
+        let batch: Vec<crate::store::NewMessage> = (done..(done + 5000).min(n))
+            .map(|i| crate::store::NewMessage {
+                id: uuid::Uuid::now_v7().to_string(),
+                project_id: crate::store::DEFAULT_PROJECT.into(),
+                message_type: "parked".into(),
+                content: content.clone(),
+                size: 1000,
+                idempotency_key: None,
+                recipients: vec![(
+                    format!("parked{i}@example.com"),
+                    crate::domain::message::RecipientKind::To,
+                )],
+                // Due a day from now: deferred, as behind a paused account.
+                now_ms: later,
+                expires_at_ms: later + 3 * 24 * 3600 * 1000,
+            })
+            .collect();
+        store.enqueue(&batch).await?;
+        done += batch.len();
+        bar.set_position(done as u64);
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines().next().map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<f64>()
+                    .unwrap_or(0.0)
+            })
+        })
+        .unwrap_or(0.0);
+    format!("{cores} cores, {:.0} GiB, {cpu}", mem / 1024.0 / 1024.0)
+}
+
+pub async fn run(opts: &BenchOptions) -> anyhow::Result<Summary> {
+    let mut runs = Vec::new();
+    for r in 0..opts.runs {
+        eprintln!("round {}/{}: raw SMTP…", r + 1, opts.runs);
+        let raw = tokio::task::block_in_place(|| raw_round(opts))?;
+        let postfix = if opts.postfix {
+            eprintln!("round {}/{}: Postfix…", r + 1, opts.runs);
+            Some(tokio::task::block_in_place(|| postfix_round(opts))?)
+        } else {
+            None
+        };
+        eprintln!("round {}/{}: cartero…", r + 1, opts.runs);
+        let cartero = cartero_round(opts, 0).await?;
+        runs.push(Round {
+            cartero,
+            postfix_per_s: postfix,
+            raw_per_s: raw,
+        });
+    }
+    let m = |f: &dyn Fn(&Round) -> f64| median(runs.iter().map(f).collect());
+    let median_round = Round {
+        cartero: CarteroRound {
+            accepted_per_s: m(&|r| r.cartero.accepted_per_s),
+            accept_p50_ms: m(&|r| r.cartero.accept_p50_ms),
+            accept_p99_ms: m(&|r| r.cartero.accept_p99_ms),
+            end_to_end_per_s: m(&|r| r.cartero.end_to_end_per_s),
+            peak_rss_mb: m(&|r| r.cartero.peak_rss_mb),
+            disk_bytes_per_message: m(&|r| r.cartero.disk_bytes_per_message),
+            single_message_ms: m(&|r| r.cartero.single_message_ms),
+            fixed_rate: (opts.rate > 0).then(|| FixedRate {
+                rate_per_s: opts.rate,
+                sent: runs[0].cartero.fixed_rate.as_ref().map_or(0, |f| f.sent),
+                p50_ms: m(&|r| r.cartero.fixed_rate.as_ref().map_or(0.0, |f| f.p50_ms)),
+                p99_ms: m(&|r| r.cartero.fixed_rate.as_ref().map_or(0.0, |f| f.p99_ms)),
+            }),
+        },
+        postfix_per_s: opts.postfix.then(|| m(&|r| r.postfix_per_s.unwrap_or(0.0))),
+        raw_per_s: m(&|r| r.raw_per_s),
+    };
+    let queued = if opts.queued > 0 {
+        eprintln!(
+            "extra round: cartero with {} messages already queued…",
+            opts.queued
+        );
+        let q = cartero_round(opts, opts.queued).await?;
+        Some(QueuedRound {
+            queued: opts.queued,
+            end_to_end_per_s: q.end_to_end_per_s,
+            peak_rss_mb: q.peak_rss_mb,
+            relative_to_empty: q.end_to_end_per_s / median_round.cartero.end_to_end_per_s,
+        })
+    } else {
+        None
+    };
+    let summary = Summary {
+        machine: machine(),
+        messages: opts.messages,
+        concurrency: opts.concurrency,
+        size: opts.size,
+        ratio_cartero_postfix: median_round
+            .postfix_per_s
+            .filter(|p| *p > 0.0)
+            .map(|p| median_round.cartero.end_to_end_per_s / p),
+        ratio_cartero_raw: median_round.cartero.end_to_end_per_s / median_round.raw_per_s,
+        median: median_round,
+        runs,
+        queued,
+    };
+    std::fs::write(&opts.out, serde_json::to_string_pretty(&summary)?)
+        .with_context(|| format!("writing {}", opts.out.display()))?;
+    Ok(summary)
+}
+
+/// The table printed at the end (also pasted into BENCHMARKS.md).
+pub fn table(s: &Summary) -> String {
+    let c = &s.median.cartero;
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{} messages of {} bytes, concurrency {}, median of {} round(s) — {}\n\n",
+        s.messages,
+        s.size,
+        s.concurrency,
+        s.runs.len(),
+        s.machine
+    ));
+    out.push_str(
+        "| measure | cartero | Postfix | raw smtp-source → smtp-sink |\n|---|---|---|---|\n",
+    );
+    out.push_str(&format!(
+        "| end-to-end delivered msgs/s | {:.0} | {} | {:.0} |\n",
+        c.end_to_end_per_s,
+        s.median
+            .postfix_per_s
+            .map_or("—".into(), |p| format!("{p:.0}")),
+        s.median.raw_per_s
+    ));
+    out.push_str(&format!(
+        "| ratio cartero / … | 1 | {} | {:.2} |\n",
+        s.ratio_cartero_postfix
+            .map_or("—".into(), |r| format!("{r:.1}×")),
+        s.ratio_cartero_raw
+    ));
+    out.push_str(&format!(
+        "| accepted msgs/s (HTTP 202) | {:.0} | | |\n",
+        c.accepted_per_s
+    ));
+    out.push_str(&format!(
+        "| accept latency p50 / p99 (closed loop) | {:.2} / {:.2} ms | | |\n",
+        c.accept_p50_ms, c.accept_p99_ms
+    ));
+    if let Some(f) = &c.fixed_rate {
+        out.push_str(&format!(
+            "| accept latency p50 / p99 at {} msgs/s | {:.2} / {:.2} ms | | |\n",
+            f.rate_per_s, f.p50_ms, f.p99_ms
+        ));
+    }
+    out.push_str(&format!("| peak RSS | {:.0} MB | | |\n", c.peak_rss_mb));
+    out.push_str(&format!(
+        "| disk bytes written per message | {:.0} | | |\n",
+        c.disk_bytes_per_message
+    ));
+    out.push_str(&format!(
+        "| one message, idle server: 202 → delivered | {:.1} ms | | |\n",
+        c.single_message_ms
+    ));
+    if let Some(q) = &s.queued {
+        out.push_str(&format!(
+            "| end-to-end with {} already queued | {:.0} msgs/s ({:.0} % of empty), RSS {:.0} MB | | |\n",
+            q.queued,
+            q.end_to_end_per_s,
+            q.relative_to_empty * 100.0,
+            q.peak_rss_mb
+        ));
+    }
+    out
+}
