@@ -292,7 +292,15 @@ impl Server {
             })
     }
 
+    /// SIGTERM (graceful), then SIGKILL after 30 s.
     fn stop(mut self) {
+        self.terminate();
+    }
+
+    fn terminate(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &self.pid().to_string()])
             .status();
@@ -305,6 +313,13 @@ impl Server {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    /// A round that fails half-way must not leave a server running.
+    fn drop(&mut self) {
+        self.terminate();
     }
 }
 

@@ -441,15 +441,14 @@ impl Store for SqliteStore {
             }
             let now = ts(OffsetDateTime::now_utc());
             sqlx::query(
-                "INSERT INTO messages (id, project_id, message_type, status, idempotency_key, content, \
+                "INSERT INTO messages (id, project_id, message_type, status, idempotency_key, \
                  size_bytes, next_attempt_at, expires_at, created_at, updated_at) \
-                 VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
+                 VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
             )
             .bind(&m.id)
             .bind(&m.project_id)
             .bind(&m.message_type)
             .bind(m.idempotency_key.as_deref())
-            .bind(&m.content)
             .bind(m.size as i64)
             .bind(m.now_ms)
             .bind(m.expires_at_ms)
@@ -457,6 +456,11 @@ impl Store for SqliteStore {
             .bind(&now)
             .execute(&mut *tx)
             .await?;
+            sqlx::query("INSERT INTO message_bodies (message_id, content) VALUES (?, ?)")
+                .bind(&m.id)
+                .bind(&m.content)
+                .execute(&mut *tx)
+                .await?;
             for (position, (address, kind)) in m.recipients.iter().enumerate() {
                 sqlx::query(
                     "INSERT INTO message_recipients (message_id, position, address, kind, status) \
@@ -491,29 +495,66 @@ impl Store for SqliteStore {
             "UPDATE messages SET status = 'sending', lease_until = ? \
              WHERE id IN (SELECT id FROM messages WHERE status IN ('queued', 'deferred') \
                           AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?) \
-             RETURNING id, project_id, message_type, content, message_id_header, attempt_count, expires_at",
+             RETURNING id, project_id, message_type, message_id_header, attempt_count, expires_at",
         )
         .bind(now_ms + lease_ms)
         .bind(now_ms)
         .bind(limit)
         .fetch_all(&mut *tx)
         .await?;
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        // Bodies and recipients of the whole batch in one query each (ids as a JSON array).
+        let ids: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get::<String, _>("id"))
+            .collect::<Result<_, _>>()?;
+        let ids_json = serde_json::to_string(&ids).expect("strings serialize");
+        let mut bodies: std::collections::HashMap<String, String> = sqlx::query(
+            "SELECT message_id, content FROM message_bodies \
+             WHERE message_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(&ids_json)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("message_id")?, r.try_get("content")?)))
+        .collect::<Result<_, StoreError>>()?;
+        let mut recipients: std::collections::HashMap<String, Vec<RecipientRow>> =
+            std::collections::HashMap::new();
+        for r in sqlx::query(
+            "SELECT message_id, position, address, kind, status, reply FROM message_recipients \
+             WHERE message_id IN (SELECT value FROM json_each(?)) ORDER BY message_id, position",
+        )
+        .bind(&ids_json)
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            let id: String = r.try_get("message_id")?;
+            recipients
+                .entry(id)
+                .or_default()
+                .push(recipient_from_row(&r)?);
+        }
+        tx.commit().await?;
         let mut claimed = Vec::with_capacity(rows.len());
         for row in rows {
             let id: String = row.try_get("id")?;
-            let recipients = recipients_of(&mut tx, &id).await?;
             claimed.push(ClaimedMessage {
+                content: bodies
+                    .remove(&id)
+                    .ok_or_else(|| StoreError::Corrupt(format!("message {id} has no body")))?,
+                recipients: recipients.remove(&id).unwrap_or_default(),
                 id,
                 project_id: row.try_get("project_id")?,
                 message_type: row.try_get("message_type")?,
-                content: row.try_get("content")?,
                 message_id_header: row.try_get("message_id_header")?,
                 attempt_count: row.try_get("attempt_count")?,
                 expires_at_ms: row.try_get("expires_at")?,
-                recipients,
             });
         }
-        tx.commit().await?;
         Ok(claimed)
     }
 
@@ -614,11 +655,14 @@ impl Store for SqliteStore {
         project_id: &str,
         id: &str,
     ) -> Result<Option<MessageRow>, StoreError> {
-        let row = sqlx::query("SELECT * FROM messages WHERE project_id = ? AND id = ?")
-            .bind(project_id)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT m.*, b.content FROM messages m JOIN message_bodies b ON b.message_id = m.id \
+             WHERE m.project_id = ? AND m.id = ?",
+        )
+        .bind(project_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         match row {
             None => Ok(None),
             Some(row) => {
@@ -675,13 +719,14 @@ impl Store for SqliteStore {
         f: &MessageFilter,
     ) -> Result<Vec<MessageRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT * FROM messages m WHERE project_id = ?1 \
-             AND (?2 IS NULL OR status = ?2) \
-             AND (?3 IS NULL OR message_type = ?3) \
-             AND (?4 IS NULL OR created_at >= ?4) \
-             AND (?5 IS NULL OR id < ?5) \
+            "SELECT m.*, b.content FROM messages m JOIN message_bodies b ON b.message_id = m.id \
+             WHERE m.project_id = ?1 \
+             AND (?2 IS NULL OR m.status = ?2) \
+             AND (?3 IS NULL OR m.message_type = ?3) \
+             AND (?4 IS NULL OR m.created_at >= ?4) \
+             AND (?5 IS NULL OR m.id < ?5) \
              AND (?6 IS NULL OR EXISTS (SELECT 1 FROM message_recipients r WHERE r.message_id = m.id AND r.address = ?6)) \
-             ORDER BY id DESC LIMIT ?7",
+             ORDER BY m.id DESC LIMIT ?7",
         )
         .bind(project_id)
         .bind(f.status.map(|s| s.as_str()))
@@ -900,19 +945,19 @@ async fn recipients_of(
         .bind(message_id)
         .fetch_all(&mut *conn)
         .await?;
-    rows.iter()
-        .map(|r| {
-            let kind: String = r.try_get("kind")?;
-            Ok(RecipientRow {
-                position: r.try_get("position")?,
-                address: r.try_get("address")?,
-                kind: RecipientKind::parse(&kind)
-                    .ok_or_else(|| StoreError::Corrupt(format!("recipient kind {kind}")))?,
-                status: r.try_get("status")?,
-                reply: r.try_get("reply")?,
-            })
-        })
-        .collect()
+    rows.iter().map(recipient_from_row).collect()
+}
+
+fn recipient_from_row(r: &SqliteRow) -> Result<RecipientRow, StoreError> {
+    let kind: String = r.try_get("kind")?;
+    Ok(RecipientRow {
+        position: r.try_get("position")?,
+        address: r.try_get("address")?,
+        kind: RecipientKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("recipient kind {kind}")))?,
+        status: r.try_get("status")?,
+        reply: r.try_get("reply")?,
+    })
 }
 
 fn message_from_row(
