@@ -742,6 +742,18 @@ impl AccountInput {
             check(EmailAddress::parse("reply_to", r).map(|r| reply_to = Some(r)));
         }
 
+        // Microsoft 365 takes authenticated submission only over STARTTLS (port 587).
+        let microsoft365 = self
+            .microsoft365
+            .unwrap_or_else(|| preset.is_some_and(|p| p.microsoft365));
+        if microsoft365 && security.is_some_and(|s| s != Security::Starttls) {
+            check(Err(FieldError::invalid(
+                "security",
+                "Microsoft 365 compatibility needs encryption `starttls` (port 587): Microsoft accepts authenticated SMTP only that way.",
+                "La compatibilidad con Microsoft 365 necesita la encriptación `starttls` (puerto 587): Microsoft solo acepta SMTP autenticado de esa forma.",
+            )));
+        }
+
         let mut tls_fingerprint = None;
         if let Some(Some(pin)) = &self.tls_fingerprint
             && !pin.trim().is_empty()
@@ -821,9 +833,7 @@ impl AccountInput {
             from_email: from_email.expect("checked"),
             from_name,
             reply_to,
-            microsoft365: self
-                .microsoft365
-                .unwrap_or_else(|| preset.is_some_and(|p| p.microsoft365)),
+            microsoft365,
             tls_verify: self.tls_verify.unwrap_or(true),
             tls_fingerprint,
             limits,
@@ -1020,6 +1030,17 @@ mod tests {
             .parse(true)
             .is_ok()
         );
+    }
+
+    #[test]
+    fn microsoft365_requires_starttls() {
+        let errs = input(
+            r#"{"name": "x", "host": "smtp.office365.com", "port": 465, "security": "tls",
+                "from_email": "a@b.example", "microsoft365": true}"#,
+        )
+        .parse(false)
+        .unwrap_err();
+        assert_eq!(fields(errs), vec!["security"]);
     }
 
     #[test]

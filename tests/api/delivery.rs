@@ -606,12 +606,31 @@ async fn templates_render_in_spanish_and_english() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn microsoft365_sends_as_the_mailbox_and_says_so() {
-    let Some(server) = plain_server(None) else {
+    // Microsoft 365 compatibility requires STARTTLS: a STARTTLS peer with a test CA.
+    let pki = crate::peers::TestPki::new();
+    let Some(server) = Smtpd::start(SmtpdOptions {
+        mode: "starttls",
+        cert: Some(pki.valid.clone()),
+        ..SmtpdOptions::default()
+    }) else {
         return;
     };
-    let app = fast_app().await;
+    let ca = pki.ca_pem.clone();
+    let app = spawn_app_with(move |c| {
+        c.network.tls_ca_file = Some(ca);
+        c.delivery.poll_interval = Duration::from_millis(200);
+    })
+    .await;
     // auth none keeps the peer simple; the rewrite depends on the username.
-    add_account(&app, "M365", server.port, "system", 0, json!({"microsoft365": true, "username": "buzon@acme.example", "auth": "none", "from_email": "ventas@acme.example"})).await;
+    add_account(
+        &app,
+        "M365",
+        server.port,
+        "system",
+        0,
+        json!({"microsoft365": true, "security": "starttls", "username": "buzon@acme.example", "auth": "none", "from_email": "ventas@acme.example"}),
+    )
+    .await;
     let id = send(&app, simple("system", "ana@example.com")).await;
     let m = wait_status(&app, &id, "sent", 10).await;
     assert!(
