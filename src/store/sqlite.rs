@@ -755,17 +755,9 @@ impl Store for SqliteStore {
         expires_at_ms: i64,
     ) -> Result<StatusChange, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let Some(row) = sqlx::query("SELECT status FROM messages WHERE project_id = ? AND id = ?")
-            .bind(project_id)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
+        let Some(status) = status_in(&mut tx, project_id, id).await? else {
             return Ok(StatusChange::NotFound);
         };
-        let status: String = row.try_get("status")?;
-        let status = MessageStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("status {status}")))?;
         if !matches!(
             status,
             MessageStatus::Failed | MessageStatus::Partial | MessageStatus::Deferred
@@ -786,28 +778,16 @@ impl Store for SqliteStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO events (message_id, kind, at) VALUES (?, 'retried', ?)")
-            .bind(id)
-            .bind(ts(OffsetDateTime::now_utc()))
-            .execute(&mut *tx)
-            .await?;
+        add_event(&mut tx, id, "retried").await?;
         tx.commit().await?;
         Ok(StatusChange::Done)
     }
 
     async fn cancel_message(&self, project_id: &str, id: &str) -> Result<StatusChange, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let Some(row) = sqlx::query("SELECT status FROM messages WHERE project_id = ? AND id = ?")
-            .bind(project_id)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
+        let Some(status) = status_in(&mut tx, project_id, id).await? else {
             return Ok(StatusChange::NotFound);
         };
-        let status: String = row.try_get("status")?;
-        let status = MessageStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("status {status}")))?;
         if !matches!(status, MessageStatus::Queued | MessageStatus::Deferred) {
             return Ok(StatusChange::NotAllowed(status));
         }
@@ -816,11 +796,7 @@ impl Store for SqliteStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO events (message_id, kind, at) VALUES (?, 'cancelled', ?)")
-            .bind(id)
-            .bind(ts(OffsetDateTime::now_utc()))
-            .execute(&mut *tx)
-            .await?;
+        add_event(&mut tx, id, "cancelled").await?;
         tx.commit().await?;
         Ok(StatusChange::Done)
     }
@@ -935,6 +911,40 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(count)
     }
+}
+
+/// A message's status, read inside the transaction that will change it.
+async fn status_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    project_id: &str,
+    id: &str,
+) -> Result<Option<MessageStatus>, StoreError> {
+    let Some(row) = sqlx::query("SELECT status FROM messages WHERE project_id = ? AND id = ?")
+        .bind(project_id)
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let status: String = row.try_get("status")?;
+    MessageStatus::parse(&status)
+        .map(Some)
+        .ok_or_else(|| StoreError::Corrupt(format!("status {status}")))
+}
+
+async fn add_event(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: &str,
+    kind: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO events (message_id, kind, at) VALUES (?, ?, ?)")
+        .bind(id)
+        .bind(kind)
+        .bind(ts(OffsetDateTime::now_utc()))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 async fn recipients_of(
