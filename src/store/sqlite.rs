@@ -418,10 +418,22 @@ impl Store for SqliteStore {
     }
 
     async fn enqueue(&self, batch: &[NewMessage]) -> Result<Vec<Enqueued>, StoreError> {
+        // One statement per table for the whole batch (rows passed as a JSON array): with
+        // group commit a batch is hundreds of messages, and per-row statements dominated.
         let mut tx = self.pool.begin().await?;
         let mut out = Vec::with_capacity(batch.len());
+        let mut fresh: Vec<&NewMessage> = Vec::with_capacity(batch.len());
+        let mut keys_in_batch: std::collections::HashMap<(&str, &str), &str> =
+            std::collections::HashMap::new();
         for m in batch {
             if let Some(key) = &m.idempotency_key {
+                if let Some(first) = keys_in_batch.get(&(m.project_id.as_str(), key.as_str())) {
+                    out.push(Enqueued::Existing {
+                        id: (*first).to_string(),
+                        status: MessageStatus::Queued,
+                    });
+                    continue;
+                }
                 let existing = sqlx::query(
                     "SELECT id, status FROM messages WHERE project_id = ? AND idempotency_key = ?",
                 )
@@ -438,47 +450,70 @@ impl Store for SqliteStore {
                     });
                     continue;
                 }
+                keys_in_batch.insert((m.project_id.as_str(), key.as_str()), m.id.as_str());
             }
+            fresh.push(m);
+            out.push(Enqueued::New);
+        }
+        if !fresh.is_empty() {
             let now = ts(OffsetDateTime::now_utc());
+            let messages = serde_json::Value::Array(
+                fresh
+                    .iter()
+                    .map(|m| {
+                        serde_json::json!({"id": m.id, "p": m.project_id, "t": m.message_type,
+                            "k": m.idempotency_key, "s": m.size, "n": m.now_ms, "e": m.expires_at_ms,
+                            "c": m.content})
+                    })
+                    .collect(),
+            )
+            .to_string();
+            let recipients = serde_json::Value::Array(
+                fresh
+                    .iter()
+                    .flat_map(|m| {
+                        m.recipients.iter().enumerate().map(|(position, (address, kind))| {
+                            serde_json::json!({"m": m.id, "p": position, "a": address, "k": kind.as_str()})
+                        })
+                    })
+                    .collect(),
+            )
+            .to_string();
             sqlx::query(
                 "INSERT INTO messages (id, project_id, message_type, status, idempotency_key, \
                  size_bytes, next_attempt_at, expires_at, created_at, updated_at) \
-                 VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
+                 SELECT json_extract(value, '$.id'), json_extract(value, '$.p'), \
+                 json_extract(value, '$.t'), 'queued', json_extract(value, '$.k'), \
+                 json_extract(value, '$.s'), json_extract(value, '$.n'), json_extract(value, '$.e'), ?1, ?1 \
+                 FROM json_each(?2)",
             )
-            .bind(&m.id)
-            .bind(&m.project_id)
-            .bind(&m.message_type)
-            .bind(m.idempotency_key.as_deref())
-            .bind(m.size as i64)
-            .bind(m.now_ms)
-            .bind(m.expires_at_ms)
             .bind(&now)
-            .bind(&now)
+            .bind(&messages)
             .execute(&mut *tx)
             .await?;
-            sqlx::query("INSERT INTO message_bodies (message_id, content) VALUES (?, ?)")
-                .bind(&m.id)
-                .bind(&m.content)
-                .execute(&mut *tx)
-                .await?;
-            for (position, (address, kind)) in m.recipients.iter().enumerate() {
-                sqlx::query(
-                    "INSERT INTO message_recipients (message_id, position, address, kind, status) \
-                     VALUES (?, ?, ?, ?, 'pending')",
-                )
-                .bind(&m.id)
-                .bind(position as i64)
-                .bind(address)
-                .bind(kind.as_str())
-                .execute(&mut *tx)
-                .await?;
-            }
-            sqlx::query("INSERT INTO events (message_id, kind, at) VALUES (?, 'queued', ?)")
-                .bind(&m.id)
-                .bind(&now)
-                .execute(&mut *tx)
-                .await?;
-            out.push(Enqueued::New);
+            sqlx::query(
+                "INSERT INTO message_bodies (message_id, content) \
+                 SELECT json_extract(value, '$.id'), json_extract(value, '$.c') FROM json_each(?)",
+            )
+            .bind(&messages)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO message_recipients (message_id, position, address, kind, status) \
+                 SELECT json_extract(value, '$.m'), json_extract(value, '$.p'), \
+                 json_extract(value, '$.a'), json_extract(value, '$.k'), 'pending' FROM json_each(?)",
+            )
+            .bind(&recipients)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO events (message_id, kind, at) \
+                 SELECT json_extract(value, '$.id'), 'queued', ?1 FROM json_each(?2)",
+            )
+            .bind(&now)
+            .bind(&messages)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(out)
@@ -568,74 +603,116 @@ impl Store for SqliteStore {
     }
 
     async fn record_deliveries(&self, updates: &[DeliveryUpdate]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        // As in `enqueue`: one statement per table for the whole batch of outcomes.
         let now = ts(OffsetDateTime::now_utc());
+        let json = |v: Vec<serde_json::Value>| serde_json::Value::Array(v).to_string();
+        let messages = json(
+            updates
+                .iter()
+                .map(|u| {
+                    serde_json::json!({"id": u.message_id, "s": u.status.as_str(), "n": u.next_attempt_at_ms,
+                        "a": u.account_id, "h": u.message_id_header, "c": u.last_code, "r": u.last_reply,
+                        "t": u.attempts.len()})
+                })
+                .collect(),
+        );
+        let recipients = json(
+            updates
+                .iter()
+                .flat_map(|u| {
+                    u.recipients.iter().map(|(position, status, reply)| {
+                        serde_json::json!({"m": u.message_id, "p": position, "s": status, "r": reply})
+                    })
+                })
+                .collect(),
+        );
+        let attempts = json(
+            updates
+                .iter()
+                .flat_map(|u| {
+                    u.attempts.iter().map(|a| {
+                        serde_json::json!({"m": u.message_id, "a": a.account_id, "n": a.account_name,
+                            "t": ts(a.started_at), "d": a.duration_ms, "o": a.outcome, "r": a.reply,
+                            "c": a.diagnosis_code, "x": a.note,
+                            "l": serde_json::to_string(&a.transcript).unwrap_or_else(|_| "[]".into())})
+                    })
+                })
+                .collect(),
+        );
+        let events = json(
+            updates
+                .iter()
+                .flat_map(|u| {
+                    u.events
+                        .iter()
+                        .map(|(kind, detail)| serde_json::json!({"m": u.message_id, "k": kind, "d": detail}))
+                })
+                .collect(),
+        );
+        // Sends are counted per account and minute, summed over the batch.
+        let mut sends: std::collections::HashMap<(&str, i64), i64> =
+            std::collections::HashMap::new();
         for u in updates {
+            for (account, minute) in &u.sends {
+                *sends.entry((account.as_str(), *minute)).or_default() += 1;
+            }
+        }
+
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE messages SET status = j.s, next_attempt_at = j.n, lease_until = NULL, \
+             account_id = COALESCE(j.a, messages.account_id), \
+             message_id_header = COALESCE(j.h, messages.message_id_header), \
+             last_code = j.c, last_reply = j.r, attempt_count = messages.attempt_count + j.t, updated_at = ?1 \
+             FROM (SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.s') AS s, \
+                   json_extract(value, '$.n') AS n, json_extract(value, '$.a') AS a, \
+                   json_extract(value, '$.h') AS h, json_extract(value, '$.c') AS c, \
+                   json_extract(value, '$.r') AS r, json_extract(value, '$.t') AS t FROM json_each(?2)) AS j \
+             WHERE messages.id = j.id AND messages.status = 'sending'",
+        )
+        .bind(&now)
+        .bind(&messages)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE message_recipients SET status = j.s, reply = j.r \
+             FROM (SELECT json_extract(value, '$.m') AS m, json_extract(value, '$.p') AS p, \
+                   json_extract(value, '$.s') AS s, json_extract(value, '$.r') AS r FROM json_each(?)) AS j \
+             WHERE message_recipients.message_id = j.m AND message_recipients.position = j.p",
+        )
+        .bind(&recipients)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO attempts (message_id, account_id, account_name, started_at, duration_ms, \
+             outcome, reply, diagnosis_code, note, transcript) \
+             SELECT json_extract(value, '$.m'), json_extract(value, '$.a'), json_extract(value, '$.n'), \
+             json_extract(value, '$.t'), json_extract(value, '$.d'), json_extract(value, '$.o'), \
+             json_extract(value, '$.r'), json_extract(value, '$.c'), json_extract(value, '$.x'), \
+             json_extract(value, '$.l') FROM json_each(?)",
+        )
+        .bind(&attempts)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO events (message_id, kind, detail, at) \
+             SELECT json_extract(value, '$.m'), json_extract(value, '$.k'), json_extract(value, '$.d'), ?1 \
+             FROM json_each(?2)",
+        )
+        .bind(&now)
+        .bind(&events)
+        .execute(&mut *tx)
+        .await?;
+        for ((account, minute), count) in sends {
             sqlx::query(
-                "UPDATE messages SET status = ?, next_attempt_at = ?, lease_until = NULL, \
-                 account_id = COALESCE(?, account_id), message_id_header = COALESCE(?, message_id_header), \
-                 last_code = ?, last_reply = ?, attempt_count = attempt_count + ?, updated_at = ? \
-                 WHERE id = ? AND status = 'sending'",
+                "INSERT INTO account_sends (account_id, minute, count) VALUES (?, ?, ?) \
+                 ON CONFLICT (account_id, minute) DO UPDATE SET count = count + excluded.count",
             )
-            .bind(u.status.as_str())
-            .bind(u.next_attempt_at_ms)
-            .bind(u.account_id.as_deref())
-            .bind(u.message_id_header.as_deref())
-            .bind(u.last_code.as_deref())
-            .bind(u.last_reply.as_deref())
-            .bind(u.attempts.len() as i64)
-            .bind(&now)
-            .bind(&u.message_id)
+            .bind(account)
+            .bind(minute)
+            .bind(count)
             .execute(&mut *tx)
             .await?;
-            for (position, status, reply) in &u.recipients {
-                sqlx::query("UPDATE message_recipients SET status = ?, reply = ? WHERE message_id = ? AND position = ?")
-                    .bind(status)
-                    .bind(reply.as_deref())
-                    .bind(&u.message_id)
-                    .bind(position)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            for a in &u.attempts {
-                sqlx::query(
-                    "INSERT INTO attempts (message_id, account_id, account_name, started_at, duration_ms, \
-                     outcome, reply, diagnosis_code, note, transcript) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(&u.message_id)
-                .bind(a.account_id.as_deref())
-                .bind(a.account_name.as_deref())
-                .bind(ts(a.started_at))
-                .bind(a.duration_ms)
-                .bind(&a.outcome)
-                .bind(a.reply.as_deref())
-                .bind(a.diagnosis_code.as_deref())
-                .bind(a.note.as_deref())
-                .bind(serde_json::to_string(&a.transcript).unwrap_or_else(|_| "[]".into()))
-                .execute(&mut *tx)
-                .await?;
-            }
-            for (kind, detail) in &u.events {
-                sqlx::query(
-                    "INSERT INTO events (message_id, kind, detail, at) VALUES (?, ?, ?, ?)",
-                )
-                .bind(&u.message_id)
-                .bind(kind)
-                .bind(detail.as_deref())
-                .bind(&now)
-                .execute(&mut *tx)
-                .await?;
-            }
-            for (account_id, minute) in &u.sends {
-                sqlx::query(
-                    "INSERT INTO account_sends (account_id, minute, count) VALUES (?, ?, 1) \
-                     ON CONFLICT (account_id, minute) DO UPDATE SET count = count + 1",
-                )
-                .bind(account_id)
-                .bind(minute)
-                .execute(&mut *tx)
-                .await?;
-            }
         }
         tx.commit().await?;
         Ok(())
