@@ -215,7 +215,11 @@ impl Application {
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
+        // A process started with SIGINT ignored (a background job of a non-interactive
+        // shell) may not get Ctrl-C at all: then only SIGTERM stops it, never an error.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     };
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
