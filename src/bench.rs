@@ -238,6 +238,12 @@ fn raw_round(opts: &BenchOptions) -> anyhow::Result<f64> {
 /// Postfix end to end: smtp-source → Postfix (disk queue) → the sink.
 fn postfix_round(opts: &BenchOptions) -> anyhow::Result<f64> {
     let script = opts.repo.join("scripts/postfix-bench.sh");
+    if !script.exists() {
+        bail!(
+            "{} not found: run `cartero bench` from the repository root, or pass --no-postfix",
+            script.display()
+        );
+    }
     let sink = Sink::start()?;
     let dir = tempfile::Builder::new().prefix("pfb").tempdir_in("/tmp")?;
     let port = free_port()?;
@@ -404,6 +410,30 @@ fn body(size: usize, i: usize) -> serde_json::Value {
     serde_json::json!({"type": "system", "to": [format!("user{i}@example.com")], "subject": format!("Bench {i}"), "text": text})
 }
 
+/// One `POST /v1/messages`; its latency in ms, or why it was not a 202.
+async fn post_message(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let r = client
+        .post(url)
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await?;
+    if r.status() != reqwest::StatusCode::ACCEPTED {
+        bail!(
+            "submission answered {}: {}",
+            r.status(),
+            r.text().await.unwrap_or_default()
+        );
+    }
+    Ok(t.elapsed().as_secs_f64() * 1000.0)
+}
+
 /// Submits `n` messages with `concurrency` in flight; returns (latencies ms, first, last).
 async fn submit(
     server: &Server,
@@ -430,22 +460,7 @@ async fn submit(
                 if i >= n {
                     break;
                 }
-                let b = body(size, offset + i);
-                let t = Instant::now();
-                let r = client
-                    .post(&url)
-                    .bearer_auth(&token)
-                    .json(&b)
-                    .send()
-                    .await?;
-                if r.status() != reqwest::StatusCode::ACCEPTED {
-                    bail!(
-                        "submission answered {}: {}",
-                        r.status(),
-                        r.text().await.unwrap_or_default()
-                    );
-                }
-                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                lat.push(post_message(&client, &url, &token, &body(size, offset + i)).await?);
             }
             anyhow::Ok(lat)
         }));
@@ -485,22 +500,18 @@ async fn cartero_round(opts: &BenchOptions, prefill: usize) -> anyhow::Result<Ca
     let mut singles = Vec::new();
     for i in 0..11 {
         let before = sink.count();
-        let t = Instant::now();
-        let r = client
-            .post(format!("{}/v1/messages", server.base))
-            .bearer_auth(&server.token)
-            .json(&body(opts.size, 10_000_000 + i))
-            .send()
-            .await?;
-        if r.status() != reqwest::StatusCode::ACCEPTED {
-            bail!("single submission answered {}", r.status());
-        }
+        post_message(
+            &client,
+            &format!("{}/v1/messages", server.base),
+            &server.token,
+            &body(opts.size, 10_000_000 + i),
+        )
+        .await?;
         let accepted = Instant::now();
         let deadline = Instant::now() + Duration::from_secs(10);
         while sink.count() <= before && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
-        let _ = t;
         singles.push((Instant::now() - accepted).as_secs_f64() * 1000.0);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -531,19 +542,7 @@ async fn fixed_rate(server: &Server, opts: &BenchOptions) -> anyhow::Result<Fixe
         let token = server.token.clone();
         let b = body(opts.size, 20_000_000 + i);
         tasks.push(tokio::spawn(async move {
-            let t = Instant::now();
-            let r = client
-                .post(&url)
-                .bearer_auth(&token)
-                .json(&b)
-                .send()
-                .await?;
-            anyhow::ensure!(
-                r.status() == reqwest::StatusCode::ACCEPTED,
-                "answered {}",
-                r.status()
-            );
-            anyhow::Ok(t.elapsed().as_secs_f64() * 1000.0)
+            post_message(&client, &url, &token, &b).await
         }));
     }
     let mut lat = Vec::with_capacity(total);
