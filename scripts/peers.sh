@@ -3,6 +3,8 @@
 #   aiosmtpd 1.4.6 (for tests/peers/smtpd.py), Postfix's smtp-sink/smtp-source,
 #   Dovecot 2.3 IMAP (for tests/peers/dovecot.py), swaks, and a running PostgreSQL 15
 #   with a `cartero` role reachable over TCP.
+# Also the browser end-to-end tests' tools: Debian's chromium (/usr/bin/chromium) and the
+#   npm packages of tests/e2e (`npm ci`, needs node >= 20 already installed).
 #
 # Idempotent and non-interactive: safe to run again and again, with no stdin (CI).
 # Runs `apt-get update` only when a package is missing. No system mail daemon is left
@@ -22,6 +24,8 @@ PYTHON=${PYTHON:-python3}
 PG_VERSION=15
 PG_CLUSTER=main
 PG_URL="postgres://cartero:cartero@127.0.0.1:5432/postgres"
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+E2E_DIR="$REPO/tests/e2e"
 
 declare -a SUMMARY=()
 FAILED=0
@@ -179,6 +183,45 @@ if [ "$pg_ok" -eq 1 ]; then
     ok "postgresql $PG_VERSION: $PG_URL"
 else
     fail "postgresql $PG_VERSION (cluster $PG_CLUSTER on 127.0.0.1:5432, role cartero)"
+fi
+
+# --- browser end-to-end tests: chromium and tests/e2e/node_modules ----------------------
+
+apt_install chromium || log "apt-get install chromium failed"
+if [ -x /usr/bin/chromium ]; then
+    # The Debian wrapper script may complain on stderr about /dev/shm; the version is on stdout.
+    ok "$(/usr/bin/chromium --version 2>/dev/null | head -n1): /usr/bin/chromium"
+else
+    fail "chromium (apt-get install chromium)"
+fi
+
+node_major() {
+    node -p 'process.versions.node.split(".")[0]' 2>/dev/null
+}
+
+# `npm ci` when node_modules is missing or package-lock.json changed since the last install
+# (its hash is kept in node_modules/.cartero-lock.sha256).
+E2E_STAMP="$E2E_DIR/node_modules/.cartero-lock.sha256"
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    fail "node >= 20 and npm (for tests/e2e)"
+elif [ "$(node_major)" -lt 20 ]; then
+    fail "node >= 20 for tests/e2e (found $(node --version))"
+else
+    lock_hash=$(sha256sum "$E2E_DIR/package-lock.json" | cut -d' ' -f1)
+    if [ ! -d "$E2E_DIR/node_modules" ] || [ "$(cat "$E2E_STAMP" 2>/dev/null)" != "$lock_hash" ]; then
+        log "npm ci in tests/e2e"
+        if (cd "$E2E_DIR" && npm ci --no-audit --no-fund </dev/null >&2); then
+            echo "$lock_hash" >"$E2E_STAMP"
+        else
+            log "npm ci failed"
+        fi
+    fi
+    pw_version=$(cd "$E2E_DIR" && node -p 'require("playwright-core/package.json").version' 2>/dev/null)
+    if [ -n "$pw_version" ] && [ "$(cat "$E2E_STAMP" 2>/dev/null)" = "$lock_hash" ]; then
+        ok "playwright-core $pw_version (node $(node --version)): tests/e2e/node_modules"
+    else
+        fail "tests/e2e npm packages (cd tests/e2e && npm ci)"
+    fi
 fi
 
 # --- summary -----------------------------------------------------------------------------

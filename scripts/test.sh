@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The README's test command: install and start the test peers, then run every test with
-# missing peers counted as failures (CARTERO_REQUIRE_PEERS=1).
-# Extra arguments go to `cargo test` (e.g. `scripts/test.sh accounts`).
+# The README's test command: install and start the test peers, run every Rust test with
+# missing peers counted as failures (CARTERO_REQUIRE_PEERS=1), then the web admin's
+# end-to-end tests in headless Chromium (tests/e2e/admin.mjs; screenshots in
+# tests/e2e/artifacts/).
+# Extra arguments go to `cargo test` (e.g. `scripts/test.sh accounts`) and skip the browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,4 +14,9 @@ if ! scripts/peers.sh; then
 fi
 
 export CARTERO_REQUIRE_PEERS="${CARTERO_REQUIRE_PEERS:-1}"
-exec cargo test --all-targets "$@"
+cargo test --all-targets "$@"
+if [ "$#" -eq 0 ]; then
+  echo "== web admin in headless Chromium (tests/e2e/admin.mjs)"
+  # `cargo test` built the debug binary the browser tests drive.
+  node tests/e2e/admin.mjs
+fi

@@ -187,6 +187,7 @@ impl Accounts {
         overrides: Option<AccountInput>,
         target: TestTarget,
         settings: &ProbeSettings,
+        observer: Option<probe::Observer>,
     ) -> Result<ProbeReport, AccountError> {
         let record = self.get(project_id, id).await?;
         let stored = self.credentials(&record)?;
@@ -198,7 +199,7 @@ impl Accounts {
                 .map_err(AccountError::Invalid)?,
         };
         let request = probe_request(spec, &secrets, stored, target);
-        let report = probe::run(&request, settings).await;
+        let report = probe::run_observed(&request, settings, observer).await;
         if overrides.is_none() {
             let test = LastTest {
                 at: OffsetDateTime::now_utc(),
@@ -219,10 +220,11 @@ impl Accounts {
         input: &AccountInput,
         target: TestTarget,
         settings: &ProbeSettings,
+        observer: Option<probe::Observer>,
     ) -> Result<ProbeReport, AccountError> {
         let (spec, secrets) = input.parse(false).map_err(AccountError::Invalid)?;
         let request = probe_request(spec, &secrets, AccountCredentials::default(), target);
-        Ok(probe::run(&request, settings).await)
+        Ok(probe::run_observed(&request, settings, observer).await)
     }
 
     // ----- the operator's system fallback account ---------------------------------------

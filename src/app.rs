@@ -160,6 +160,13 @@ impl Application {
             wake,
         );
         let test_limiter = Arc::new(http::TestLimiter::new(config.network.tests_per_minute));
+        let users = crate::users::Users::new(store.clone());
+        if store.count_users().await? == 0 {
+            tracing::warn!(
+                "no web admin users yet: create the owner with `cartero user add --email you@example.com --role owner` (it prints a password once), then log in at http://{}/",
+                listener.local_addr()?
+            );
+        }
         Ok(Application {
             listener,
             state: AppState {
@@ -169,6 +176,8 @@ impl Application {
                 env_fallback,
                 probe,
                 test_limiter,
+                login_throttle: Arc::new(http::LoginThrottle::default()),
+                users,
                 intake,
                 metrics: metrics_handle(),
             },

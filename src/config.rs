@@ -59,6 +59,10 @@ pub struct NetworkConfig {
     pub tests_per_minute: u32,
     /// The name cartero gives in EHLO (default `localhost`).
     pub helo_name: String,
+    /// Mark the web session cookie `Secure` (default true; browsers accept it on
+    /// http://127.0.0.1 and over HTTPS). Turn off only to reach the admin over plain HTTP on
+    /// another address (`CARTERO_SECURE_COOKIES=false`).
+    pub secure_cookies: bool,
 }
 
 impl Default for NetworkConfig {
@@ -71,6 +75,7 @@ impl Default for NetworkConfig {
             test_timeout: Duration::from_secs(90),
             tests_per_minute: 10,
             helo_name: "localhost".into(),
+            secure_cookies: true,
         }
     }
 }
@@ -129,6 +134,7 @@ struct NetworkFile {
     test_timeout_secs: Option<u64>,
     tests_per_minute: Option<u32>,
     helo_name: Option<String>,
+    secure_cookies: Option<bool>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -270,6 +276,17 @@ impl Config {
             helo_name: env("CARTERO_HELO_NAME")
                 .or(file.network.helo_name)
                 .unwrap_or(defaults.helo_name),
+            secure_cookies: match env("CARTERO_SECURE_COOKIES") {
+                Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+                    "1" | "true" | "yes" | "on" => true,
+                    "0" | "false" | "no" | "off" => false,
+                    _ => bail!("CARTERO_SECURE_COOKIES `{v}` must be true or false"),
+                },
+                None => file
+                    .network
+                    .secure_cookies
+                    .unwrap_or(defaults.secure_cookies),
+            },
         };
 
         let d = crate::delivery::DeliverySettings::default();

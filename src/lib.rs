@@ -16,13 +16,16 @@
 //! * [`delivery`] — the durable queue's engine: group-commit intake, leased dispatcher,
 //!   routing (type → priority → fallback), per-account limits, pooled SMTP transport.
 //! * [`templates`] — built-in and per-project notification templates (minijinja), es and en.
-//! * [`http`] — the axum JSON API (`/v1`), its authentication and error answers.
+//! * [`http`] — the axum JSON API (`/v1`), the embedded web admin (`/`), authentication
+//!   (tokens and sessions) and error answers.
+//! * [`users`] — web admin users (argon2id) and sessions; [`audit`] — the audit log.
 //! * [`cli`] — the subcommands of the `cartero` binary.
 //! * [`app`] — [`app::Application`]: builds the state, binds the listener, serves until shutdown.
 #![forbid(unsafe_code)]
 
 pub mod accounts;
 pub mod app;
+pub mod audit;
 pub mod bench;
 pub mod cli;
 pub mod config;
@@ -36,3 +39,4 @@ pub mod store;
 pub mod templates;
 pub mod tls;
 pub mod tokens;
+pub mod users;

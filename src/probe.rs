@@ -82,7 +82,12 @@ struct Progress {
     transcripts: Vec<Arc<Mutex<Transcript>>>,
     certificate: Option<CertificateInfo>,
     message_id: Option<String>,
+    /// Receives each stage as it completes (the form's live progress).
+    observer: Option<Observer>,
 }
+
+/// Where a running test sends each completed stage.
+pub type Observer = tokio::sync::mpsc::UnboundedSender<StageReport>;
 
 type Shared = Arc<Mutex<Progress>>;
 
@@ -93,12 +98,16 @@ fn begin(p: &Shared, stage: Stage) {
 fn finish(p: &Shared, ok: bool, detail: Option<String>) {
     let mut p = p.lock().expect("not poisoned");
     if let Some((name, start)) = p.current.take() {
-        p.stages.push(StageReport {
+        let report = StageReport {
             name,
             ok,
             ms: start.elapsed().as_millis() as u64,
             detail,
-        });
+        };
+        if let Some(observer) = &p.observer {
+            let _ = observer.send(report.clone());
+        }
+        p.stages.push(report);
     }
 }
 
@@ -130,7 +139,19 @@ fn context(spec: &AccountSpec) -> Context {
 
 /// Runs the test; never panics, always answers within `settings.total` (plus a moment).
 pub async fn run(request: &ProbeRequest, settings: &ProbeSettings) -> ProbeReport {
-    let progress: Shared = Arc::new(Mutex::new(Progress::default()));
+    run_observed(request, settings, None).await
+}
+
+/// [`run`], sending each stage to `observer` as soon as it completes.
+pub async fn run_observed(
+    request: &ProbeRequest,
+    settings: &ProbeSettings,
+    observer: Option<Observer>,
+) -> ProbeReport {
+    let progress: Shared = Arc::new(Mutex::new(Progress {
+        observer,
+        ..Progress::default()
+    }));
     let spec = &request.spec;
     let smtp_ctx = context(spec);
     let mut warnings = Vec::new();

@@ -4,6 +4,7 @@
 //! so validation, defaults and messages are the API's. A password is read from standard input
 //! (`--password-stdin`), never from an argument that `ps` would show.
 
+use crate::audit::{self, Actor};
 use std::io::Read;
 use std::path::PathBuf;
 
@@ -244,6 +245,19 @@ pub async fn run(
                 .create(&common.project, &input)
                 .await
                 .map_err(explain)?;
+            audit::record(
+                store,
+                &common.project,
+                &Actor::cli(),
+                "account.create",
+                Some(&record.id),
+                Some(audit::account_changes(
+                    None,
+                    &record,
+                    &audit::secrets_in(&input),
+                )),
+            )
+            .await;
             print_account(&record, common.json, "Created")?;
         }
         AccountCommand::List { common } => {
@@ -278,10 +292,21 @@ pub async fn run(
         }
         AccountCommand::Update { id, fields, common } => {
             let patch = fields.into_input()?;
+            let before = accounts.get(&common.project, &id).await.map_err(explain)?;
+            let secrets = audit::secrets_in(&patch);
             let record = accounts
                 .update(&common.project, &id, patch)
                 .await
                 .map_err(explain)?;
+            audit::record(
+                store,
+                &common.project,
+                &Actor::cli(),
+                "account.update",
+                Some(&record.id),
+                Some(audit::account_changes(Some(&before), &record, &secrets)),
+            )
+            .await;
             print_account(&record, common.json, "Updated")?;
         }
         AccountCommand::Enable { id, common } => {
@@ -289,6 +314,15 @@ pub async fn run(
                 .set_enabled(&common.project, &id, true)
                 .await
                 .map_err(explain)?;
+            audit::record(
+                store,
+                &common.project,
+                &Actor::cli(),
+                "account.update",
+                Some(&record.id),
+                Some(serde_json::json!({"name": record.spec.name, "changed": {"enabled": {"to": true}}})),
+            )
+            .await;
             print_account(&record, common.json, "Enabled")?;
         }
         AccountCommand::Disable { id, common } => {
@@ -296,6 +330,15 @@ pub async fn run(
                 .set_enabled(&common.project, &id, false)
                 .await
                 .map_err(explain)?;
+            audit::record(
+                store,
+                &common.project,
+                &Actor::cli(),
+                "account.update",
+                Some(&record.id),
+                Some(serde_json::json!({"name": record.spec.name, "changed": {"enabled": {"to": false}}})),
+            )
+            .await;
             print_account(&record, common.json, "Disabled")?;
         }
         AccountCommand::Test {
@@ -336,6 +379,7 @@ pub async fn run(
                         send: !no_send,
                     },
                     &settings,
+                    None,
                 )
                 .await
                 .map_err(explain)?;
@@ -352,10 +396,20 @@ pub async fn run(
             }
         }
         AccountCommand::Remove { id, common } => {
+            let before = accounts.get(&common.project, &id).await.map_err(explain)?;
             accounts
                 .delete(&common.project, &id)
                 .await
                 .map_err(explain)?;
+            audit::record(
+                store,
+                &common.project,
+                &Actor::cli(),
+                "account.delete",
+                Some(&id),
+                Some(serde_json::json!({"name": before.spec.name})),
+            )
+            .await;
             println!("Removed account {id}.");
         }
     }

@@ -13,6 +13,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::app::{self, Application};
+use crate::audit::{self, Actor};
 use crate::config::{Config, LogFormat, Overrides};
 use crate::domain::i18n::Locale;
 use crate::domain::permission::Role;
@@ -68,6 +69,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Web admin users: add (prints a generated password once, or reads one from stdin),
+    /// list, remove.
+    #[command(subcommand)]
+    User(UserCommand),
     /// Master key management.
     #[command(subcommand)]
     Key(KeyCommand),
@@ -144,6 +149,36 @@ enum ProjectCommand {
         id: String,
     },
     List,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user who can log in to the web admin.
+    Add {
+        #[arg(long)]
+        email: String,
+        /// owner (everything, including users and the system fallback account), admin,
+        /// sender, viewer (read-only).
+        #[arg(long)]
+        role: Role,
+        #[arg(long, default_value = DEFAULT_PROJECT)]
+        project: String,
+        /// Read the password (at least 12 characters) from the first line of stdin instead of
+        /// generating one.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List a project's users.
+    List {
+        #[arg(long, default_value = DEFAULT_PROJECT)]
+        project: String,
+    },
+    /// Remove a user by email; their sessions end at once.
+    Remove {
+        email: String,
+        #[arg(long, default_value = DEFAULT_PROJECT)]
+        project: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -259,6 +294,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             match command {
                 Command::Token(c) => token_command(store.as_ref(), c).await,
                 Command::Project(c) => project_command(store.as_ref(), c).await,
+                Command::User(c) => user_command(store.clone(), c).await,
                 Command::Account(c) => {
                     let accounts = crate::accounts::Accounts::new(store.clone(), keyring);
                     account::run(store.as_ref(), &accounts, c, &config).await
@@ -303,6 +339,15 @@ async fn token_command(
                 return Err(UsageError("--name must be 1–100 characters".into()).into());
             }
             let issued = tokens::issue(store, &project, name, role).await?;
+            audit::record(
+                store,
+                &project,
+                &Actor::cli(),
+                "token.create",
+                Some(name),
+                Some(serde_json::json!({"role": role.as_str(), "id": issued.record.id})),
+            )
+            .await;
             eprintln!(
                 "Created token {} (`{}`, role {}, project {}). It is shown only now; store it safely:",
                 issued.record.id, issued.record.name, role, project
@@ -338,7 +383,133 @@ async fn token_command(
                 ))
                 .into());
             }
+            audit::record(
+                store,
+                &project,
+                &Actor::cli(),
+                "token.revoke",
+                Some(&id),
+                None,
+            )
+            .await;
             println!("Revoked token {id}.");
+        }
+    }
+    Ok(())
+}
+
+async fn user_command(
+    store: std::sync::Arc<dyn crate::store::Store>,
+    command: UserCommand,
+) -> anyhow::Result<()> {
+    let locale = terminal_locale();
+    match command {
+        UserCommand::Add {
+            email,
+            role,
+            project,
+            password_stdin,
+        } => {
+            require_project(store.as_ref(), &project).await?;
+            let generated = !password_stdin;
+            let password = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                line.trim_end_matches(['\r', '\n']).to_string()
+            } else {
+                crate::users::generate_password()
+            };
+            let users = crate::users::Users::new(store.clone());
+            let user = match users.create(&project, &email, role, &password).await {
+                Ok(user) => user,
+                Err(crate::users::UserError::Invalid(fields)) => {
+                    let lines: Vec<String> = fields
+                        .iter()
+                        .map(|f| format!("  {}: {}", f.field, f.message.get(locale)))
+                        .collect();
+                    return Err(UsageError(lines.join("\n")).into());
+                }
+                Err(crate::users::UserError::EmailTaken(e)) => {
+                    return Err(UsageError(match locale {
+                        Locale::Es => format!("Ya existe un usuario con el correo «{e}»."),
+                        Locale::En => format!("A user with the email `{e}` already exists."),
+                    })
+                    .into());
+                }
+                Err(e) => return Err(e.into()),
+            };
+            audit::record(
+                store.as_ref(),
+                &project,
+                &Actor::cli(),
+                "user.create",
+                Some(&user.email),
+                Some(serde_json::json!({"role": role.as_str(), "password": "set"})),
+            )
+            .await;
+            eprintln!(
+                "{}",
+                match locale {
+                    Locale::Es => format!(
+                        "Usuario {} creado (rol {role}, proyecto {project}). Inicie sesión en la página de cartero (por defecto http://127.0.0.1:8080/).",
+                        user.email
+                    ),
+                    Locale::En => format!(
+                        "Created user {} (role {role}, project {project}). Log in at cartero's page (by default http://127.0.0.1:8080/).",
+                        user.email
+                    ),
+                }
+            );
+            if generated {
+                eprintln!(
+                    "{}",
+                    match locale {
+                        Locale::Es => "Contraseña generada; se muestra solo ahora:",
+                        Locale::En => "Generated password; it is shown only now:",
+                    }
+                );
+                println!("{password}");
+            }
+        }
+        UserCommand::List { project } => {
+            require_project(store.as_ref(), &project).await?;
+            println!("{:<38} {:<8} {:<20} EMAIL", "ID", "ROLE", "CREATED");
+            for u in store.list_users(&project).await? {
+                println!(
+                    "{:<38} {:<8} {:<20} {}",
+                    u.id,
+                    u.role,
+                    u.created_at.date(),
+                    u.email
+                );
+            }
+        }
+        UserCommand::Remove { email, project } => {
+            let email = email.trim().to_lowercase();
+            let user = store
+                .user_by_email(&email)
+                .await?
+                .filter(|u| u.project_id == project);
+            let removed = match &user {
+                Some(u) => store.delete_user(&project, &u.id).await?,
+                None => false,
+            };
+            if !removed {
+                return Err(UsageError(format!(
+                    "no user `{email}` in project `{project}` (see `cartero user list`)"
+                ))
+                .into());
+            }
+            audit::record(
+                store.as_ref(),
+                &project,
+                &Actor::cli(),
+                "user.delete",
+                Some(&email),
+                None,
+            )
+            .await;
+            println!("Removed user {email}.");
         }
     }
     Ok(())
@@ -363,7 +534,11 @@ async fn project_command(
                 .into());
             }
             match store.create_project(&id).await {
-                Ok(()) => println!("Created project {id}."),
+                Ok(()) => {
+                    audit::record(store, &id, &Actor::cli(), "project.create", Some(&id), None)
+                        .await;
+                    println!("Created project {id}.")
+                }
                 Err(StoreError::Conflict(_)) => {
                     return Err(UsageError(format!("project `{id}` already exists")).into());
                 }
@@ -394,6 +569,17 @@ async fn rotate_key(
         };
         store.reseal_all(&reseal).await?
     };
+    for project in store.list_projects().await? {
+        audit::record(
+            store,
+            &project,
+            &Actor::cli(),
+            "key.rotate",
+            Some(next.active_id()),
+            Some(serde_json::json!({"resealed": resealed, "previous": keyring.active_id()})),
+        )
+        .await;
+    }
     next.retire_old_keys();
     next.save()
         .context("removing the retired key from the key file")?;

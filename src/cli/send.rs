@@ -370,7 +370,18 @@ pub async fn messages(
             let now = crate::delivery::now_ms();
             let expires = now + config.delivery.max_lifetime.as_millis() as i64;
             match store.retry_message(&project, &id, now, expires).await? {
-                StatusChange::Done => println!("Queued {id} again."),
+                StatusChange::Done => {
+                    crate::audit::record(
+                        store.as_ref(),
+                        &project,
+                        &crate::audit::Actor::cli(),
+                        "message.retry",
+                        Some(&id),
+                        None,
+                    )
+                    .await;
+                    println!("Queued {id} again.")
+                }
                 StatusChange::NotFound => return Err(not_found().into()),
                 StatusChange::NotAllowed(s) => {
                     return Err(
@@ -381,7 +392,18 @@ pub async fn messages(
         }
         MessagesCommand::Cancel { id, project } => match store.cancel_message(&project, &id).await?
         {
-            StatusChange::Done => println!("Cancelled {id}."),
+            StatusChange::Done => {
+                crate::audit::record(
+                    store.as_ref(),
+                    &project,
+                    &crate::audit::Actor::cli(),
+                    "message.cancel",
+                    Some(&id),
+                    None,
+                )
+                .await;
+                println!("Cancelled {id}.")
+            }
             StatusChange::NotFound => return Err(not_found().into()),
             StatusChange::NotAllowed(s) => {
                 return Err(

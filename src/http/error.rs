@@ -59,10 +59,10 @@ impl ApiError {
             StatusCode::FORBIDDEN,
             "forbidden",
             format!(
-                "This token lacks the `{permission}` permission: use a token whose role includes it."
+                "These credentials lack the `{permission}` permission: use a token or user whose role includes it."
             ),
             format!(
-                "Este token no tiene el permiso `{permission}`: use un token con un rol que lo incluya."
+                "Estas credenciales no tienen el permiso `{permission}`: use un token o usuario con un rol que lo incluya."
             ),
         )
     }
@@ -99,7 +99,8 @@ impl ApiError {
         )
     }
 
-    fn body(&self, locale: Locale) -> Value {
+    /// The error's JSON body in `locale`.
+    pub fn body(&self, locale: Locale) -> Value {
         let mut error = json!({"code": self.code, "message": self.message.get(locale)});
         if let Some(first) = self.fields.first() {
             error["field"] = json!(first.field);

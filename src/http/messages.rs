@@ -492,6 +492,15 @@ pub async fn retry_message(
         "retried",
         "reintentar",
     )?;
+    crate::audit::record(
+        state.store.as_ref(),
+        &caller.project_id,
+        &caller.actor,
+        "message.retry",
+        Some(&id),
+        None,
+    )
+    .await;
     state.intake.wake();
     Ok(Json(
         message_detail(&state, &caller.project_id, &id, locale).await?,
@@ -512,6 +521,15 @@ pub async fn cancel_message(
         "cancelled",
         "cancelar",
     )?;
+    crate::audit::record(
+        state.store.as_ref(),
+        &caller.project_id,
+        &caller.actor,
+        "message.cancel",
+        Some(&id),
+        None,
+    )
+    .await;
     Ok(Json(
         message_detail(&state, &caller.project_id, &id, locale).await?,
     ))
@@ -626,9 +644,55 @@ pub async fn put_template(
         .store
         .put_template(&caller.project_id, &name, &json)
         .await?;
+    crate::audit::record(
+        state.store.as_ref(),
+        &caller.project_id,
+        &caller.actor,
+        "template.save",
+        Some(&name),
+        None,
+    )
+    .await;
     Ok(Json(
         template_view(&state, &caller.project_id, &name).await?,
     ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewRequest {
+    pub template: TemplateSet,
+    #[serde(default)]
+    pub vars: serde_json::Value,
+}
+
+/// Renders a template that is not saved, in both languages, with example variables: the
+/// editor's live preview. A template that does not render is a 422 naming the part and line.
+#[utoipa::path(post, path = "/v1/templates/preview", request_body(content = Object), responses((status = 200, description = "`{\"en\": {subject, text, html}, \"es\": …}`"), (status = 422, description = "template_error")), security(("bearer" = [])))]
+pub async fn preview_template(
+    caller: Caller,
+    ValidJson(body): ValidJson<PreviewRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Permission::SettingsView)?;
+    if body.template.en.is_none() && body.template.es.is_none() {
+        return Err(ApiError::invalid(vec![FieldError::invalid(
+            "en",
+            "Give the template in `en`, `es` or both.",
+            "Indique la plantilla en `en`, `es` o ambos.",
+        )]));
+    }
+    templates::validate(&body.template)
+        .map_err(|e| ApiError::invalid(vec![template_field_error(&e)]))?;
+    let mut out = serde_json::Map::new();
+    for (code, lang) in [("en", templates::Lang::En), ("es", templates::Lang::Es)] {
+        let rendered = templates::render(&body.template, lang, &body.vars)
+            .map_err(|e| ApiError::invalid(vec![template_field_error(&e)]))?;
+        out.insert(
+            code.into(),
+            serde_json::to_value(rendered).map_err(anyhow::Error::from)?,
+        );
+    }
+    Ok(Json(serde_json::Value::Object(out)))
 }
 
 /// Removes a project's template (a built-in of that name applies again).
@@ -644,6 +708,15 @@ pub async fn delete_template(
         .delete_template(&caller.project_id, &name)
         .await?
     {
+        crate::audit::record(
+            state.store.as_ref(),
+            &caller.project_id,
+            &caller.actor,
+            "template.delete",
+            Some(&name),
+            None,
+        )
+        .await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("template", "ninguna plantilla"))

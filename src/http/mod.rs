@@ -1,14 +1,17 @@
-//! The HTTP interface: the `/v1` JSON API, `/healthz` and the OpenAPI document.
+//! The HTTP interface: the `/v1` JSON API, `/healthz`, the OpenAPI document and the web
+//! admin at `/`.
 //!
 //! Every route authenticates a [`auth::Caller`] and requires one permission; errors are
 //! [`error::ApiError`]s rendered in the caller's language by the [`error::localize`]
 //! middleware. Handlers are thin: they call the same services the CLI uses.
 
+pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod json;
 pub mod messages;
 mod routes;
+pub mod ui;
 pub mod views;
 
 use std::sync::Arc;
@@ -35,9 +38,54 @@ pub struct AppState {
     pub probe: Arc<ProbeSettings>,
     /// Connection tests allowed per project and minute.
     pub test_limiter: Arc<TestLimiter>,
+    /// Failed logins per email.
+    pub login_throttle: Arc<LoginThrottle>,
+    /// Web admin users and sessions.
+    pub users: crate::users::Users,
     /// Where accepted messages go (group commit).
     pub intake: crate::delivery::intake::Intake,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+/// Limits password guessing: after [`LoginThrottle::MAX_FAILURES`] failed logins for one
+/// email within [`LoginThrottle::WINDOW`], further attempts for it are refused until the
+/// oldest failure leaves the window. A successful login clears the email's failures.
+#[derive(Default)]
+pub struct LoginThrottle {
+    failures: std::sync::Mutex<std::collections::HashMap<String, Vec<std::time::Instant>>>,
+}
+
+impl LoginThrottle {
+    pub const MAX_FAILURES: usize = 5;
+    pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+    /// `Ok` when `email` may try now, else the seconds to wait.
+    pub fn check(&self, email: &str) -> Result<(), u64> {
+        let now = std::time::Instant::now();
+        let mut map = self.failures.lock().expect("not poisoned");
+        let Some(list) = map.get_mut(email) else {
+            return Ok(());
+        };
+        list.retain(|t| now.duration_since(*t) < Self::WINDOW);
+        if list.len() < Self::MAX_FAILURES {
+            return Ok(());
+        }
+        let oldest = list.iter().min().copied().unwrap_or(now);
+        Err((Self::WINDOW - now.duration_since(oldest)).as_secs().max(1))
+    }
+
+    pub fn failed(&self, email: &str) {
+        let now = std::time::Instant::now();
+        let mut map = self.failures.lock().expect("not poisoned");
+        if map.len() > 100_000 {
+            map.retain(|_, list| list.iter().any(|t| now.duration_since(*t) < Self::WINDOW));
+        }
+        map.entry(email.to_string()).or_default().push(now);
+    }
+
+    pub fn succeeded(&self, email: &str) {
+        self.failures.lock().expect("not poisoned").remove(email);
+    }
 }
 
 /// Limits connection tests per project: each test opens connections to a host an admin typed.
@@ -55,10 +103,10 @@ impl TestLimiter {
         }
     }
 
-    /// `Ok` when the project may run a test now, else the seconds to wait.
-    pub fn check(&self, project: &str) -> Result<(), u64> {
+    /// `Ok` when `key` may go ahead now, else the seconds to wait.
+    pub fn check(&self, key: &str) -> Result<(), u64> {
         self.limiter
-            .check_key(&project.to_string())
+            .check_key(&key.to_string())
             .map_err(|not_until| {
                 not_until
                     .wait_time_from(governor::clock::Clock::now(
@@ -73,12 +121,14 @@ impl TestLimiter {
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
     routes::api()
+        .merge(ui::routes())
         .fallback(error::no_route)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             error::localize,
         ))
+        .layer(middleware::from_fn(ui::security_headers))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -3,7 +3,7 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
@@ -11,12 +11,14 @@ use serde_json::{Value, json};
 use utoipa::OpenApi;
 
 use super::AppState;
+use super::admin;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::json::ValidJson;
 use super::messages;
 use super::views::{AccountView, FallbackView, PresetView, TestView};
 use crate::accounts::TestTarget;
+use crate::audit;
 use crate::domain::account::AccountInput;
 use crate::domain::account::EmailAddress;
 use crate::domain::i18n::Locale;
@@ -51,6 +53,14 @@ use axum::extract::DefaultBodyLimit;
         messages::get_template,
         messages::put_template,
         messages::delete_template,
+        messages::preview_template,
+        admin::list_users,
+        admin::create_user,
+        admin::delete_user,
+        admin::list_tokens,
+        admin::create_token,
+        admin::revoke_token,
+        admin::list_audit,
         get_fallback,
         put_fallback,
         delete_fallback
@@ -100,6 +110,18 @@ pub fn api() -> Router<AppState> {
         .route("/v1/messages/{id}/retry", post(messages::retry_message))
         .route("/v1/messages/{id}/cancel", post(messages::cancel_message))
         .route("/v1/templates", get(messages::list_templates))
+        .route("/v1/templates/preview", post(messages::preview_template))
+        .route("/v1/users", get(admin::list_users).post(admin::create_user))
+        .route("/v1/users/{id}", axum::routing::delete(admin::delete_user))
+        .route(
+            "/v1/tokens",
+            get(admin::list_tokens).post(admin::create_token),
+        )
+        .route(
+            "/v1/tokens/{id}",
+            axum::routing::delete(admin::revoke_token),
+        )
+        .route("/v1/audit", get(admin::list_audit))
         .route(
             "/v1/templates/{name}",
             get(messages::get_template)
@@ -140,7 +162,33 @@ async fn list_accounts(
 ) -> Result<Json<Vec<AccountView>>, ApiError> {
     caller.require(Permission::SettingsView)?;
     let accounts = state.accounts.list(&caller.project_id).await?;
-    Ok(Json(accounts.iter().map(AccountView::from).collect()))
+    let mut views = Vec::with_capacity(accounts.len());
+    for record in &accounts {
+        views.push(account_view(&state, record).await?);
+    }
+    Ok(Json(views))
+}
+
+/// The view of an account with today's sent count.
+async fn account_view(
+    state: &AppState,
+    record: &crate::store::AccountRecord,
+) -> Result<AccountView, ApiError> {
+    let midnight_minute = time::OffsetDateTime::now_utc()
+        .replace_time(time::Time::MIDNIGHT)
+        .unix_timestamp()
+        / 60;
+    let sent: i64 = state
+        .store
+        .account_sends(&record.id, midnight_minute)
+        .await?
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    Ok(AccountView {
+        sent_today: Some(sent),
+        ..AccountView::from(record)
+    })
 }
 
 /// Creates an account (`"preset": "gmail"` fills the provider's server settings).
@@ -153,6 +201,19 @@ async fn create_account(
     caller.require(Permission::AccountsManage)?;
     let record = state.accounts.create(&caller.project_id, &input).await?;
     tracing::info!(account = %record.id, project = %record.project_id, "account created");
+    crate::audit::record(
+        state.store.as_ref(),
+        &caller.project_id,
+        &caller.actor,
+        "account.create",
+        Some(&record.id),
+        Some(audit::account_changes(
+            None,
+            &record,
+            &audit::secrets_in(&input),
+        )),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(AccountView::from(&record))))
 }
 
@@ -164,7 +225,7 @@ async fn get_account(
 ) -> Result<Json<AccountView>, ApiError> {
     caller.require(Permission::SettingsView)?;
     let record = state.accounts.get(&caller.project_id, &id).await?;
-    Ok(Json(AccountView::from(&record)))
+    Ok(Json(account_view(&state, &record).await?))
 }
 
 /// Changes the fields the body names; `null` clears a nullable field; an absent password is kept.
@@ -176,11 +237,22 @@ async fn update_account(
     ValidJson(patch): ValidJson<AccountInput>,
 ) -> Result<Json<AccountView>, ApiError> {
     caller.require(Permission::AccountsManage)?;
+    let before = state.accounts.get(&caller.project_id, &id).await?;
+    let secrets = audit::secrets_in(&patch);
     let record = state
         .accounts
         .update(&caller.project_id, &id, patch)
         .await?;
     tracing::info!(account = %record.id, project = %record.project_id, "account updated");
+    crate::audit::record(
+        state.store.as_ref(),
+        &caller.project_id,
+        &caller.actor,
+        "account.update",
+        Some(&record.id),
+        Some(audit::account_changes(Some(&before), &record, &secrets)),
+    )
+    .await;
     Ok(Json(AccountView::from(&record)))
 }
 
@@ -191,8 +263,18 @@ async fn delete_account(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Permission::AccountsManage)?;
+    let before = state.accounts.get(&caller.project_id, &id).await?;
     state.accounts.delete(&caller.project_id, &id).await?;
     tracing::info!(account = %id, project = %caller.project_id, "account deleted");
+    crate::audit::record(
+        state.store.as_ref(),
+        &caller.project_id,
+        &caller.actor,
+        "account.delete",
+        Some(&id),
+        Some(json!({"name": before.spec.name})),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -272,8 +354,19 @@ async fn put_fallback(
     ValidJson(input): ValidJson<AccountInput>,
 ) -> Result<Json<FallbackView>, ApiError> {
     caller.require(Permission::DefaultsManage)?;
-    state.accounts.put_fallback(input).await?;
+    let before = state.accounts.stored_fallback().await?;
+    let secrets = audit::secrets_in(&input);
+    let record = state.accounts.put_fallback(input).await?;
     tracing::info!(by_token = %caller.token_id, "system fallback account set");
+    crate::audit::record(
+        state.store.as_ref(),
+        &caller.project_id,
+        &caller.actor,
+        "fallback.set",
+        Some(&record.id),
+        Some(audit::account_changes(before.as_ref(), &record, &secrets)),
+    )
+    .await;
     Ok(Json(fallback_view(&state).await?))
 }
 
@@ -286,6 +379,17 @@ async fn delete_fallback(
     caller.require(Permission::DefaultsManage)?;
     let removed = state.accounts.delete_fallback().await?;
     tracing::info!(by_token = %caller.token_id, removed, "system fallback account removed");
+    if removed {
+        crate::audit::record(
+            state.store.as_ref(),
+            &caller.project_id,
+            &caller.actor,
+            "fallback.remove",
+            None,
+            None,
+        )
+        .await;
+    }
     let view = fallback_view(&state).await?;
     Ok(Json(
         json!({"removed": removed, "source": view.source, "account": view.account}),
@@ -365,8 +469,9 @@ async fn test_saved_account(
     Extension(locale): Extension<Locale>,
     Path(id): Path<String>,
     request: axum::extract::Request,
-) -> Result<Json<TestView>, ApiError> {
+) -> Result<Response, ApiError> {
     caller.require(Permission::AccountsManage)?;
+    let stream = wants_stream(request.headers());
     let body = axum::body::to_bytes(request.into_body(), state.config.max_body_bytes)
         .await
         .map_err(|_| {
@@ -381,12 +486,72 @@ async fn test_saved_account(
     // Check the account exists before spending the project's test budget on it.
     state.accounts.get(&caller.project_id, &id).await?;
     check_test_rate(&state, &caller)?;
-    let report = state
-        .accounts
-        .test_saved(&caller.project_id, &id, overrides, target, &state.probe)
-        .await?;
-    tracing::info!(account = %id, ok = report.ok, code = ?report.diagnosis.as_ref().map(|d| d.code), "connection test");
-    Ok(Json(TestView::new(&report, locale)))
+    let project = caller.project_id.clone();
+    answer_test(locale, stream, move |observer| async move {
+        let report = state
+            .accounts
+            .test_saved(&project, &id, overrides, target, &state.probe, observer)
+            .await?;
+        tracing::info!(account = %id, ok = report.ok, code = ?report.diagnosis.as_ref().map(|d| d.code), "connection test");
+        Ok(report)
+    })
+    .await
+}
+
+/// Whether the client asked for the test's stages as they complete (`application/x-ndjson`).
+fn wants_stream(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/x-ndjson"))
+}
+
+/// Runs a test and answers its report: as one JSON object, or — streamed — one line
+/// `{"stage": …}` per completed stage, then `{"result": TestView}` (or `{"error": …}`).
+async fn answer_test<F, Fut>(locale: Locale, stream: bool, test: F) -> Result<Response, ApiError>
+where
+    F: FnOnce(Option<crate::probe::Observer>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<crate::probe::ProbeReport, crate::accounts::AccountError>>
+        + Send
+        + 'static,
+{
+    if !stream {
+        let report = test(None).await?;
+        return Ok(Json(TestView::new(&report, locale)).into_response());
+    }
+    let (lines, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        let (stages, mut stage_rx) = tokio::sync::mpsc::unbounded_channel();
+        let forward = {
+            let lines = lines.clone();
+            tokio::spawn(async move {
+                while let Some(stage) = stage_rx.recv().await {
+                    let view = super::views::StageView::new(&stage);
+                    let _ = lines.send(format!("{}\n", json!({ "stage": view })));
+                }
+            })
+        };
+        let outcome = test(Some(stages)).await;
+        let _ = forward.await;
+        let last = match outcome {
+            Ok(report) => json!({ "result": TestView::new(&report, locale) }),
+            Err(e) => ApiError::from(e).body(locale),
+        };
+        let _ = lines.send(format!("{last}\n"));
+    });
+    let body = axum::body::Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async {
+        rx.recv()
+            .await
+            .map(|line| (Ok::<_, std::convert::Infallible>(line), rx))
+    }));
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "application/x-ndjson"),
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 /// Probar / Test an account before saving it: the body is an account (as for creation) plus
@@ -396,8 +561,9 @@ async fn test_unsaved_account(
     State(state): State<AppState>,
     caller: Caller,
     Extension(locale): Extension<Locale>,
+    headers: axum::http::HeaderMap,
     ValidJson(body): ValidJson<Value>,
-) -> Result<Json<TestView>, ApiError> {
+) -> Result<Response, ApiError> {
     caller.require(Permission::AccountsManage)?;
     let bytes = serde_json::to_vec(&body).map_err(anyhow::Error::from)?;
     let (target, account) = test_body(Some(&bytes))?;
@@ -405,10 +571,13 @@ async fn test_unsaved_account(
     // Validate before spending the test budget: a typo is not a test.
     account.parse(false).map_err(ApiError::invalid)?;
     check_test_rate(&state, &caller)?;
-    let report = state
-        .accounts
-        .test_unsaved(&account, target, &state.probe)
-        .await?;
-    tracing::info!(ok = report.ok, code = ?report.diagnosis.as_ref().map(|d| d.code), "connection test (unsaved account)");
-    Ok(Json(TestView::new(&report, locale)))
+    answer_test(locale, wants_stream(&headers), move |observer| async move {
+        let report = state
+            .accounts
+            .test_unsaved(&account, target, &state.probe, observer)
+            .await?;
+        tracing::info!(ok = report.ok, code = ?report.diagnosis.as_ref().map(|d| d.code), "connection test (unsaved account)");
+        Ok(report)
+    })
+    .await
 }

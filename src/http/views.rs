@@ -70,6 +70,8 @@ pub struct AccountView {
     pub limits: LimitsView,
     pub imap: Option<ImapView>,
     pub last_test: Option<LastTestView>,
+    /// Messages sent through the account since 00:00 UTC (counted against `limits.per_day`).
+    pub sent_today: Option<i64>,
     pub created_at: Option<String>,
     pub updated_at: Option<String>,
 }
@@ -114,6 +116,7 @@ impl AccountView {
                 folder: i.folder.clone(),
             }),
             last_test: None,
+            sent_today: None,
             created_at: None,
             updated_at: None,
         }
@@ -241,6 +244,17 @@ pub struct StageView {
     pub detail: Option<String>,
 }
 
+impl StageView {
+    pub fn new(s: &crate::probe::StageReport) -> StageView {
+        StageView {
+            name: s.name.as_str().to_string(),
+            ok: s.ok,
+            ms: s.ms,
+            detail: s.detail.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CertificateView {
     pub subject: String,
@@ -271,16 +285,7 @@ impl TestView {
     pub fn new(r: &crate::probe::ProbeReport, locale: Locale) -> TestView {
         TestView {
             ok: r.ok,
-            stages: r
-                .stages
-                .iter()
-                .map(|s| StageView {
-                    name: s.name.as_str().to_string(),
-                    ok: s.ok,
-                    ms: s.ms,
-                    detail: s.detail.clone(),
-                })
-                .collect(),
+            stages: r.stages.iter().map(StageView::new).collect(),
             diagnosis: r.diagnosis.as_ref().map(|d| DiagnosisView::new(d, locale)),
             message: r.message.get(locale).to_string(),
             transcript: r.transcript.clone(),

@@ -49,6 +49,46 @@ pub struct TokenRecord {
     pub revoked_at: Option<OffsetDateTime>,
 }
 
+/// A person who logs in to the web admin. `password_hash` is an argon2id PHC string.
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    pub id: String,
+    pub project_id: String,
+    pub email: String,
+    pub role: Role,
+    pub password_hash: String,
+    pub created_at: OffsetDateTime,
+}
+
+/// A web session as stored: the SHA-256 of the cookie value, never the value.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub id_hash: String,
+    pub user_id: String,
+    /// The token every state-changing request of this session must echo.
+    pub csrf: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+}
+
+/// One line of the audit log.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    /// Set by the store on insert; 0 for a new entry.
+    pub id: i64,
+    pub at: OffsetDateTime,
+    pub project_id: String,
+    /// `user:<email>`, `token:<name>` or `cli`.
+    pub actor: String,
+    /// `ui`, `api` or `cli`.
+    pub via: String,
+    /// e.g. `account.update`.
+    pub action: String,
+    pub target: Option<String>,
+    /// JSON: what changed (secrets appear as `"changed"`).
+    pub detail: Option<String>,
+}
+
 /// The outcome of the last connection test, kept on the account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LastTest {
@@ -227,6 +267,32 @@ pub trait Store: Send + Sync + 'static {
     async fn list_tokens(&self, project_id: &str) -> Result<Vec<TokenRecord>, StoreError>;
     /// Returns false when no active token of that project has this id.
     async fn revoke_token(&self, project_id: &str, id: &str) -> Result<bool, StoreError>;
+
+    /// Fails with `Conflict(email)` when the email is taken.
+    async fn insert_user(&self, user: &UserRecord) -> Result<(), StoreError>;
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, StoreError>;
+    async fn list_users(&self, project_id: &str) -> Result<Vec<UserRecord>, StoreError>;
+    async fn count_users(&self) -> Result<i64, StoreError>;
+    /// Removes the user and every session of theirs; false when no such user is in the project.
+    async fn delete_user(&self, project_id: &str, id: &str) -> Result<bool, StoreError>;
+    async fn insert_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
+    /// The unexpired session with this hash, and its user.
+    async fn active_session(
+        &self,
+        id_hash: &str,
+        now_ms: i64,
+    ) -> Result<Option<(SessionRecord, UserRecord)>, StoreError>;
+    /// Ends a session; expired sessions are swept along the way.
+    async fn delete_session(&self, id_hash: &str, now_ms: i64) -> Result<(), StoreError>;
+
+    async fn insert_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// A project's audit log, newest first; `before` is the last id of the previous page.
+    async fn list_audit(
+        &self,
+        project_id: &str,
+        limit: i64,
+        before: Option<i64>,
+    ) -> Result<Vec<AuditEntry>, StoreError>;
 
     async fn insert_account(&self, account: &AccountRecord) -> Result<(), StoreError>;
     /// Replaces a stored account (same id and project); false when it does not exist.

@@ -16,9 +16,9 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::{
-    AccountRecord, AttemptRecord, ClaimedMessage, DeliveryUpdate, Enqueued, EventRow, LastTest,
-    MessageFilter, MessageRow, NewMessage, RecipientRow, Reseal, SYSTEM_PROJECT, StatusChange,
-    Store, StoreError, TokenRecord, account_aad,
+    AccountRecord, AttemptRecord, AuditEntry, ClaimedMessage, DeliveryUpdate, Enqueued, EventRow,
+    LastTest, MessageFilter, MessageRow, NewMessage, RecipientRow, Reseal, SYSTEM_PROJECT,
+    SessionRecord, StatusChange, Store, StoreError, TokenRecord, UserRecord, account_aad,
 };
 use crate::domain::account::{AccountInput, ImapInput, LimitsInput};
 use crate::domain::message::{MessageStatus, RecipientKind};
@@ -115,6 +115,31 @@ fn token_from_row(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
         token_hash: row.try_get("token_hash")?,
         created_at: parse_ts(&row.try_get::<String, _>("created_at")?)?,
         revoked_at: parse_opt_ts(row.try_get("revoked_at")?)?,
+    })
+}
+
+fn user_from_row(row: &SqliteRow) -> Result<UserRecord, StoreError> {
+    let role: String = row.try_get("role")?;
+    Ok(UserRecord {
+        id: row.try_get("id")?,
+        project_id: row.try_get("project_id")?,
+        email: row.try_get("email")?,
+        role: role.parse::<Role>().map_err(StoreError::Corrupt)?,
+        password_hash: row.try_get("password_hash")?,
+        created_at: parse_ts(&row.try_get::<String, _>("created_at")?)?,
+    })
+}
+
+fn audit_from_row(row: &SqliteRow) -> Result<AuditEntry, StoreError> {
+    Ok(AuditEntry {
+        id: row.try_get("id")?,
+        at: parse_ts(&row.try_get::<String, _>("at")?)?,
+        project_id: row.try_get("project_id")?,
+        actor: row.try_get("actor")?,
+        via: row.try_get("via")?,
+        action: row.try_get("action")?,
+        target: row.try_get("target")?,
+        detail: row.try_get("detail")?,
     })
 }
 
@@ -287,6 +312,157 @@ impl Store for SqliteStore {
         rows.iter()
             .map(|r| r.try_get("id").map_err(Into::into))
             .collect()
+    }
+
+    async fn insert_user(&self, u: &UserRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO users (id, project_id, email, role, password_hash, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&u.id)
+        .bind(&u.project_id)
+        .bind(&u.email)
+        .bind(u.role.as_str())
+        .bind(&u.password_hash)
+        .bind(ts(u.created_at))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Conflict(u.email.clone())
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(())
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, StoreError> {
+        sqlx::query("SELECT * FROM users WHERE email = ?")
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    async fn list_users(&self, project_id: &str) -> Result<Vec<UserRecord>, StoreError> {
+        sqlx::query("SELECT * FROM users WHERE project_id = ? ORDER BY email")
+            .bind(project_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(user_from_row)
+            .collect()
+    }
+
+    async fn count_users(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn delete_user(&self, project_id: &str, id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM sessions WHERE user_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM users WHERE project_id = ? AND id = ?")
+            .bind(project_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn insert_session(&self, s: &SessionRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sessions (id_hash, user_id, csrf, created_at_ms, expires_at_ms) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&s.id_hash)
+        .bind(&s.user_id)
+        .bind(&s.csrf)
+        .bind(s.created_at_ms)
+        .bind(s.expires_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn active_session(
+        &self,
+        id_hash: &str,
+        now_ms: i64,
+    ) -> Result<Option<(SessionRecord, UserRecord)>, StoreError> {
+        let Some(row) = sqlx::query(
+            "SELECT s.id_hash, s.user_id, s.csrf, s.created_at_ms, s.expires_at_ms, u.* \
+             FROM sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.id_hash = ? AND s.expires_at_ms > ?",
+        )
+        .bind(id_hash)
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let session = SessionRecord {
+            id_hash: row.try_get("id_hash")?,
+            user_id: row.try_get("user_id")?,
+            csrf: row.try_get("csrf")?,
+            created_at_ms: row.try_get("created_at_ms")?,
+            expires_at_ms: row.try_get("expires_at_ms")?,
+        };
+        Ok(Some((session, user_from_row(&row)?)))
+    }
+
+    async fn delete_session(&self, id_hash: &str, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM sessions WHERE id_hash = ? OR expires_at_ms <= ?")
+            .bind(id_hash)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO audit_log (at, project_id, actor, via, action, target, detail) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(ts(e.at))
+        .bind(&e.project_id)
+        .bind(&e.actor)
+        .bind(&e.via)
+        .bind(&e.action)
+        .bind(&e.target)
+        .bind(&e.detail)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_audit(
+        &self,
+        project_id: &str,
+        limit: i64,
+        before: Option<i64>,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM audit_log WHERE project_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(project_id)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(audit_from_row)
+        .collect()
     }
 
     async fn insert_token(&self, t: &TokenRecord) -> Result<(), StoreError> {
