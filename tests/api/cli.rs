@@ -463,3 +463,118 @@ async fn send_a_message_and_a_csv_batch_from_the_terminal() {
     .unwrap();
     assert_eq!(ok(&out).lines().count(), 4, "a header and three messages");
 }
+
+#[tokio::test]
+async fn user_add_generates_or_reads_a_password_and_is_audited() {
+    let app = spawn_app().await;
+    let dir = app.dir.path();
+    // Generated: printed once on stdout, the explanation on stderr.
+    let out = cartero(
+        dir,
+        &[
+            "user",
+            "add",
+            "--email",
+            "Ana@Example.com",
+            "--role",
+            "owner",
+        ],
+        None,
+        "es_ES.UTF-8",
+    );
+    let password = ok(&out).trim().to_string();
+    assert_eq!(password.len(), 24);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("se muestra solo ahora"));
+    // From stdin: validated like the API, nothing created when refused.
+    let out = cartero(
+        dir,
+        &[
+            "user",
+            "add",
+            "--email",
+            "luis@example.com",
+            "--role",
+            "viewer",
+            "--password-stdin",
+        ],
+        Some("corta\n"),
+        "es_ES.UTF-8",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("al menos 12 caracteres"));
+    let out = cartero(
+        dir,
+        &[
+            "user",
+            "add",
+            "--email",
+            "ana@example.com",
+            "--role",
+            "viewer",
+        ],
+        None,
+        "en_US.UTF-8",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    let out = cartero(
+        dir,
+        &[
+            "user",
+            "add",
+            "--email",
+            "luis@example.com",
+            "--role",
+            "viewer",
+            "--password-stdin",
+        ],
+        Some("una contraseña larga\n"),
+        "en_US.UTF-8",
+    );
+    assert!(ok(&out).is_empty(), "nothing secret printed");
+    let list = ok(&cartero(dir, &["user", "list"], None, "en_US.UTF-8"));
+    assert!(list.contains("ana@example.com") && list.contains("luis@example.com"));
+
+    // Both can log in with their passwords.
+    for (email, pw) in [
+        ("ana@example.com", password.as_str()),
+        ("luis@example.com", "una contraseña larga"),
+    ] {
+        let r = app
+            .client
+            .post(format!("{}/ui/login", app.base))
+            .json(&serde_json::json!({"email": email, "password": pw}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{email}");
+    }
+    ok(&cartero(
+        dir,
+        &["user", "remove", "luis@example.com"],
+        None,
+        "en_US.UTF-8",
+    ));
+    let (_, log) = app.owner_json(Method::GET, "/v1/audit", None).await;
+    let actions: Vec<(&str, &str)> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["via"] == "cli")
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap(),
+                e["target"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("user.delete", "luis@example.com"),
+            ("user.create", "luis@example.com"),
+            ("user.create", "ana@example.com"),
+        ]
+    );
+    assert!(!log.to_string().contains(&password));
+}

@@ -12,3 +12,4 @@ mod permissions;
 mod probe;
 mod probe_api;
 mod system;
+mod web;

@@ -52,6 +52,39 @@ async fn every_route_checks_its_permission() {
             None,
             Permission::DefaultsManage,
         ),
+        (Method::GET, "/v1/users", None, Permission::SettingsView),
+        (
+            Method::POST,
+            "/v1/users",
+            Some(json!({"email": "p@example.com", "role": "viewer"})),
+            Permission::UsersManage,
+        ),
+        (
+            Method::DELETE,
+            "/v1/users/no-such-user",
+            None,
+            Permission::UsersManage,
+        ),
+        (Method::GET, "/v1/tokens", None, Permission::SettingsView),
+        (
+            Method::POST,
+            "/v1/tokens",
+            Some(json!({"name": "t", "role": "sender"})),
+            Permission::UsersManage,
+        ),
+        (
+            Method::DELETE,
+            "/v1/tokens/no-such-token",
+            None,
+            Permission::UsersManage,
+        ),
+        (Method::GET, "/v1/audit", None, Permission::SettingsView),
+        (
+            Method::POST,
+            "/v1/templates/preview",
+            Some(json!({"template": {"en": {"subject": "s", "text": "t", "html": null}}})),
+            Permission::SettingsView,
+        ),
         // Last, as it removes the account the routes above use.
         (
             Method::DELETE,
