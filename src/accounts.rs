@@ -179,7 +179,8 @@ impl Accounts {
 
     /// Tests a saved account. `overrides` (fields as in `PATCH`) are tried without being
     /// saved — the form's "test before saving" for an existing account; only a test of the
-    /// account exactly as stored is kept as its last test result.
+    /// account exactly as stored (no overrides, or overrides equal to it) is kept as its last
+    /// test result.
     pub async fn test_saved(
         &self,
         project_id: &str,
@@ -198,9 +199,19 @@ impl Accounts {
                 .parse(record.password_sealed.is_some())
                 .map_err(AccountError::Invalid)?,
         };
+        // Overrides that change nothing (the form sends every field) still test the account
+        // as stored, so the result is kept as its last test.
+        let same = |change: &SecretChange, stored: &Option<String>| match change {
+            SecretChange::Keep => true,
+            SecretChange::Clear => stored.is_none(),
+            SecretChange::Set(_) => false,
+        };
+        let as_stored = spec == record.spec
+            && same(&secrets.password, &record.password_sealed)
+            && same(&secrets.imap_password, &record.imap_password_sealed);
         let request = probe_request(spec, &secrets, stored, target);
         let report = probe::run_observed(&request, settings, observer).await;
-        if overrides.is_none() {
+        if as_stored {
             let test = LastTest {
                 at: OffsetDateTime::now_utc(),
                 ok: report.ok,

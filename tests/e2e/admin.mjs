@@ -56,6 +56,7 @@ async function newPage(browser, locale, viewport) {
 function watch(page) {
   const problems = [];
   page.on('pageerror', (e) => problems.push(e.message));
+  // Expected 4xx answers (a refused login, a validation error) are logged by the browser too.
   page.on('console', (m) => { if (m.type() === 'error' && !/status of 4\d\d/.test(m.text())) problems.push(m.text()); });
   page.problems = problems;
   return page;
@@ -176,6 +177,11 @@ test('owner: Gmail preset → Probar conexión → wrong password → auth_faile
   await row.waitFor();
   assert.ok(!(await page.content()).includes(GMAIL_PASSWORD), 'no secret in the page');
   await screenshot(page, 'es-accounts');
+  // The enabled switch saves at once.
+  const toggle = row.getByRole('switch');
+  await toggle.uncheck();
+  await page.getByText('Cambios guardados.').waitFor();
+  await toggle.check();
 
   // The saved account shows the password as set, never its value.
   await row.getByRole('link', { name: 'Gmail de Ana' }).click();
@@ -183,6 +189,11 @@ test('owner: Gmail preset → Probar conexión → wrong password → auth_faile
   assert.equal(await page.getByLabel('Contraseña', { exact: true }).inputValue(), '');
   assert.ok(!(await page.content()).includes(GMAIL_PASSWORD), 'no secret in the edit form');
   assert.ok(!page.url().includes(GMAIL_PASSWORD));
+  // Probar on the saved account (its stored password) is kept as the account's last test.
+  await page.getByRole('button', { name: 'Probar conexión' }).click();
+  await page.locator('#test-result').getByText('Correo enviado satisfactoriamente').waitFor({ timeout: 30000 });
+  await page.getByRole('link', { name: 'Cancelar' }).click();
+  await page.getByRole('row').filter({ hasText: 'Gmail de Ana' }).getByText('correcta').waitFor();
   noConsoleErrors(page);
 }, { locale: 'es-ES' });
 
@@ -218,7 +229,7 @@ test('a viewer sees everything read-only and every write answers 403', async ({ 
   await login(page, 'viewer@example.com', viewerPassword);
   await page.getByText('Read-only: your role (viewer (read-only)) does not allow changes here.').waitFor();
   assert.equal(await page.getByRole('link', { name: 'New account' }).count(), 0);
-  const toggle = page.getByRole('checkbox', { name: 'Enable or disable Gmail de Ana' });
+  const toggle = page.getByRole('switch', { name: 'Enable or disable Gmail de Ana' });
   assert.ok(await toggle.isDisabled());
   await page.getByRole('link', { name: 'Gmail de Ana' }).click();
   await page.getByLabel('SMTP server').waitFor();
@@ -245,8 +256,11 @@ test('a viewer sees everything read-only and every write answers 403', async ({ 
   });
   for (const s of statuses) assert.deepEqual(s, [403, 'forbidden']);
   // Without the CSRF token a session cannot write at all.
-  const noCsrf = await page.evaluate(async () => (await fetch('/v1/accounts', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{}' })).status);
-  assert.equal(noCsrf, 403);
+  const noCsrf = await page.evaluate(async () => {
+    const r = await fetch('/v1/accounts', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{}' });
+    return [r.status, (await r.json()).error.code];
+  });
+  assert.deepEqual(noCsrf, [403, 'csrf_failed']);
   await page.getByRole('link', { name: 'System fallback account' }).click();
   await page.getByText('Changing it needs the defaults.manage permission.').waitFor();
   await page.getByRole('link', { name: 'Users and tokens' }).click();
@@ -254,6 +268,31 @@ test('a viewer sees everything read-only and every write answers 403', async ({ 
   assert.equal(await page.getByRole('button', { name: 'Add user' }).count(), 0);
   noConsoleErrors(page);
 }, { locale: 'en-GB' });
+
+test('fallback account: an admin sees it, only defaults.manage (owner) changes it', async ({ page, browser }) => {
+  watch(page);
+  await cli(['user', 'add', '--email', 'admin@example.com', '--role', 'admin', '--password-stdin'], 'administradora 2026\n');
+  const admin = await newPage(browser, 'es-ES');
+  await login(admin, 'admin@example.com', 'administradora 2026');
+  await admin.getByRole('link', { name: 'Cuenta genérica del sistema' }).click();
+  await admin.getByText('Cambiarla requiere el permiso defaults.manage.').waitFor();
+  assert.ok(await admin.getByLabel('Servidor SMTP').isDisabled());
+  assert.equal(await admin.getByRole('button', { name: 'Guardar' }).count(), 0);
+  await admin.context().close();
+
+  await login(page, OWNER.email, OWNER.password);
+  await page.getByRole('link', { name: 'Cuenta genérica del sistema' }).click();
+  await page.getByText('No hay cuenta genérica').waitFor();
+  await page.getByLabel('Correo del remitente').fill('avisos@example.com');
+  await page.getByLabel('Servidor SMTP').fill('127.0.0.1');
+  await page.getByLabel('Método de encriptación', { exact: true }).selectOption('none');
+  await page.getByLabel('Puerto', { exact: true }).fill(String(smtpd.port));
+  await page.getByRole('button', { name: 'Guardar' }).click();
+  await page.getByText('Definida aquí.').waitFor();
+  assert.equal(await page.getByLabel('Servidor SMTP').inputValue(), '127.0.0.1');
+  await screenshot(page, 'es-fallback');
+  noConsoleErrors(page);
+}, { locale: 'es-ES' });
 
 test('templates: live preview in es and en; a template that does not render is refused at its field', async ({ page, browser }) => {
   watch(page);
@@ -265,6 +304,8 @@ test('templates: live preview in es and en; a template that does not render is r
   await page.locator('[data-field="es.subject"]').fill('Hola {{ name }}, te damos la bienvenida');
   await es.locator('.preview-subject').filter({ hasText: 'Hola Ana García, te damos la bienvenida' }).waitFor();
   assert.ok(await page.locator('[data-preview=en] .preview-subject').textContent());
+  // The HTML part renders in a sandboxed frame, variables escaped.
+  await page.frameLocator('[data-preview=es] iframe').locator('body').filter({ hasText: 'Ana García' }).waitFor();
   await screenshot(page, 'es-template-edit');
   await page.locator('[data-field="es.html"]').fill('<p>{% if name %}Hola</p>');
   const err = page.locator('[data-error-for="es.html"]');
@@ -326,7 +367,7 @@ test('audit log: changes from the page, the API and the CLI, secrets only as "ch
   const cliRow = await page.locator('tr[data-action="account.update"]').first().innerText();
   assert.match(cliRow, /consola/);
   assert.match(cliRow, /enabled/);
-  for (const action of ['user.create', 'token.create', 'template.save', 'session.login']) {
+  for (const action of ['user.create', 'token.create', 'template.save', 'session.login', 'fallback.set']) {
     assert.ok(await page.locator(`tr[data-action="${action}"]`).count(), `${action} is in the audit log`);
   }
   assert.ok(!(await page.content()).includes(GMAIL_PASSWORD));

@@ -505,7 +505,7 @@ async function accountsPage() {
   const list = r.data;
   const rows = list.map((a) => {
     const toggle = h('input', {
-      type: 'checkbox', checked: a.enabled, disabled: !manage, 'aria-label': t('enable_account', { name: a.name }),
+      type: 'checkbox', role: 'switch', checked: a.enabled, disabled: !manage, 'aria-label': t('enable_account', { name: a.name }),
       onchange: async (ev) => {
         const box = $('#list-status');
         const res = await api('PATCH', '/v1/accounts/' + encodeURIComponent(a.id), { enabled: ev.target.checked });
@@ -1022,8 +1022,9 @@ async function templatePage(name) {
         x.html ? h('iframe', { sandbox: '', srcdoc: x.html, title: t('preview') + ' HTML ' + code, class: 'preview-html' }) : null);
     }));
   }
-  form.append(box,
-    tpl ? null : field('name', t('f_template_name'), input({ required: true }), t('f_template_name_help')),
+  form.append(box);
+  if (!tpl) form.append(field('name', t('f_template_name'), input({ required: true }), t('f_template_name_help')));
+  form.append(
     langSet('es', t('lang_es')), langSet('en', t('lang_en')),
     field('vars', t('f_vars'), h('textarea', { rows: 4, value: JSON.stringify(SAMPLE_VARS, null, 2), oninput: schedule })));
   const content = [editable ? null : readOnlyNote(), form, h('h2', {}, t('preview')), previewNote, previewBox];
