@@ -210,10 +210,13 @@ impl Application {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let dispatcher = tokio::spawn(self.dispatcher.clone().run(stop_rx));
         tracing::info!(address = %self.local_addr(), "cartero is listening");
-        let served = axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving HTTP");
+        let served = axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP");
         let _ = stop_tx.send(true);
         let _ = dispatcher.await;
         tracing::info!("cartero stopped");

@@ -77,6 +77,27 @@ pub async fn record(
     }
 }
 
+/// Records a change of an account (created when `before` is `None`) with what changed.
+/// `secrets_set` names the secrets the change set (see [`secrets_in`]).
+pub async fn account(
+    store: &dyn Store,
+    actor: &Actor,
+    action: &str,
+    before: Option<&AccountRecord>,
+    after: &AccountRecord,
+    secrets_set: &[&str],
+) {
+    record(
+        store,
+        &after.project_id,
+        actor,
+        action,
+        Some(&after.id),
+        Some(account_changes(before, after, secrets_set)),
+    )
+    .await;
+}
+
 /// Fields an account change is described by (identity and bookkeeping left out).
 fn account_fields(record: &AccountRecord) -> Map<String, Value> {
     let mut flat = Map::new();
@@ -91,6 +112,9 @@ fn account_fields(record: &AccountRecord) -> Map<String, Value> {
             continue;
         }
         match value {
+            // No IMAP section: its fields are simply absent (so adding or removing one shows
+            // as its fields appearing or going).
+            Value::Null if key == "imap" => {}
             Value::Object(inner) => {
                 for (k, v) in inner {
                     flat.insert(format!("{key}.{k}"), v);
@@ -137,10 +161,11 @@ pub fn account_changes(
     for secret in secrets_set {
         changed.insert((*secret).to_string(), json!("changed"));
     }
-    for (key, value) in &new {
+    for (key, was) in &old {
         if key.ends_with("password_set")
-            && value == &json!(false)
-            && old.get(key) == Some(&json!(true))
+            && was == &json!(true)
+            && new.get(key) != Some(&json!(true))
+            && !changed.contains_key(key.trim_end_matches("_set"))
         {
             let name = key.trim_end_matches("_set");
             changed.insert(name.to_string(), json!("removed"));
@@ -164,4 +189,73 @@ pub fn secrets_in(input: &crate::domain::account::AccountInput) -> Vec<&'static 
         out.push("imap.password");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::account::AccountInput;
+
+    fn record(json: Value, password: bool, imap_password: bool) -> AccountRecord {
+        let input: AccountInput = serde_json::from_value(json).unwrap();
+        let (spec, _) = input.parse(false).unwrap();
+        let now = OffsetDateTime::now_utc();
+        AccountRecord {
+            id: "a1".into(),
+            project_id: "default".into(),
+            spec,
+            password_sealed: password.then(|| "v1.k.sealed".into()),
+            imap_password_sealed: imap_password.then(|| "v1.k.sealed".into()),
+            last_test: None,
+            paused_until: None,
+            paused_reason: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    fn base() -> Value {
+        json!({"name": "Ventas", "host": "smtp.example.com", "port": 587, "security": "starttls",
+               "username": "u", "password": "p", "from_email": "v@example.com"})
+    }
+
+    #[test]
+    fn adding_and_removing_imap_shows_its_fields_and_the_password_removal() {
+        let without = record(base(), true, false);
+        let mut with_imap = base();
+        with_imap["imap"] = json!({"host": "imap.example.com", "port": 993, "security": "tls",
+                                   "password": "ip", "folder": "INBOX"});
+        let with = record(with_imap, true, true);
+
+        let added = account_changes(Some(&without), &with, &["imap.password"]);
+        let changed = added["changed"].as_object().unwrap();
+        assert!(!changed.contains_key("imap"), "{added}");
+        assert_eq!(
+            changed["imap.host"],
+            json!({"from": null, "to": "imap.example.com"})
+        );
+        assert_eq!(changed["imap.password"], "changed");
+
+        let removed = account_changes(Some(&with), &without, &[]);
+        let changed = removed["changed"].as_object().unwrap();
+        assert_eq!(
+            changed["imap.host"],
+            json!({"from": "imap.example.com", "to": null})
+        );
+        assert_eq!(changed["imap.password"], "removed");
+        assert!(!removed.to_string().contains("\"ip\""));
+    }
+
+    #[test]
+    fn an_unchanged_account_has_no_changes_and_a_new_one_lists_only_what_is_set() {
+        let a = record(base(), true, false);
+        assert_eq!(account_changes(Some(&a), &a, &[])["changed"], json!({}));
+        let created = account_changes(None, &a, &["password"]);
+        assert_eq!(
+            created["changed"]["host"],
+            json!({"to": "smtp.example.com"})
+        );
+        assert_eq!(created["changed"]["password"], "changed");
+        assert!(created["changed"].get("reply_to").is_none());
+    }
 }

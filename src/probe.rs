@@ -215,7 +215,12 @@ pub async fn run_observed(
 
     let diagnosis = failure.map(|(f, ctx)| diagnosis::diagnose(&f, &ctx));
     if let Some(d) = &diagnosis {
-        let detail = d.reply.clone().unwrap_or_else(|| d.message.en.clone());
+        // The server's own words, or the stable code: the explanation, in the reader's
+        // language, is the diagnosis.
+        let detail = d
+            .reply
+            .clone()
+            .unwrap_or_else(|| d.code.as_str().to_string());
         finish(&progress, false, Some(detail));
     }
     let p = progress.lock().expect("not poisoned");

@@ -107,7 +107,13 @@ pub fn validate(email: &str, password: &str) -> Result<String, Vec<FieldError>> 
 #[derive(Clone)]
 pub struct Users {
     store: Arc<dyn Store>,
+    /// Each argon2 run takes ~19 MiB and a core for a moment: a few at a time, so a flood of
+    /// logins queues instead of exhausting memory.
+    hashing: Arc<tokio::sync::Semaphore>,
 }
+
+/// argon2 computations allowed at once.
+const HASHING_SLOTS: usize = 2;
 
 /// A session just opened: the cookie value exists only here and in the browser.
 pub struct OpenedSession {
@@ -118,7 +124,25 @@ pub struct OpenedSession {
 
 impl Users {
     pub fn new(store: Arc<dyn Store>) -> Users {
-        Users { store }
+        Users {
+            store,
+            hashing: Arc::new(tokio::sync::Semaphore::new(HASHING_SLOTS)),
+        }
+    }
+
+    /// Runs an argon2 computation on the blocking pool, at most [`HASHING_SLOTS`] at once.
+    async fn hashing<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, UserError> {
+        let _slot = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|e| UserError::Hash(e.to_string()))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| UserError::Hash(e.to_string()))
     }
 
     pub async fn create(
@@ -133,9 +157,7 @@ impl Users {
             return Err(UserError::NoProject(project_id.to_string()));
         }
         let password = password.to_string();
-        let hash = tokio::task::spawn_blocking(move || hash_password(&password))
-            .await
-            .map_err(|e| UserError::Hash(e.to_string()))??;
+        let hash = self.hashing(move || hash_password(&password)).await??;
         let user = UserRecord {
             id: uuid::Uuid::now_v7().to_string(),
             project_id: project_id.to_string(),
@@ -164,9 +186,9 @@ impl Users {
             .map(|u| u.password_hash.clone())
             .unwrap_or_else(|| DUMMY_HASH.clone());
         let password = password.to_string();
-        let matches = tokio::task::spawn_blocking(move || verify_password(&password, &phc))
-            .await
-            .map_err(|e| UserError::Hash(e.to_string()))?;
+        let matches = self
+            .hashing(move || verify_password(&password, &phc))
+            .await?;
         let Some(user) = user.filter(|_| matches) else {
             return Ok(None);
         };

@@ -245,17 +245,13 @@ pub async fn run(
                 .create(&common.project, &input)
                 .await
                 .map_err(explain)?;
-            audit::record(
+            audit::account(
                 store,
-                &common.project,
                 &Actor::cli(),
                 "account.create",
-                Some(&record.id),
-                Some(audit::account_changes(
-                    None,
-                    &record,
-                    &audit::secrets_in(&input),
-                )),
+                None,
+                &record,
+                &audit::secrets_in(&input),
             )
             .await;
             print_account(&record, common.json, "Created")?;
@@ -298,48 +294,22 @@ pub async fn run(
                 .update(&common.project, &id, patch)
                 .await
                 .map_err(explain)?;
-            audit::record(
+            audit::account(
                 store,
-                &common.project,
                 &Actor::cli(),
                 "account.update",
-                Some(&record.id),
-                Some(audit::account_changes(Some(&before), &record, &secrets)),
+                Some(&before),
+                &record,
+                &secrets,
             )
             .await;
             print_account(&record, common.json, "Updated")?;
         }
         AccountCommand::Enable { id, common } => {
-            let record = accounts
-                .set_enabled(&common.project, &id, true)
-                .await
-                .map_err(explain)?;
-            audit::record(
-                store,
-                &common.project,
-                &Actor::cli(),
-                "account.update",
-                Some(&record.id),
-                Some(serde_json::json!({"name": record.spec.name, "changed": {"enabled": {"to": true}}})),
-            )
-            .await;
-            print_account(&record, common.json, "Enabled")?;
+            set_enabled(store, accounts, &id, &common, true).await?;
         }
         AccountCommand::Disable { id, common } => {
-            let record = accounts
-                .set_enabled(&common.project, &id, false)
-                .await
-                .map_err(explain)?;
-            audit::record(
-                store,
-                &common.project,
-                &Actor::cli(),
-                "account.update",
-                Some(&record.id),
-                Some(serde_json::json!({"name": record.spec.name, "changed": {"enabled": {"to": false}}})),
-            )
-            .await;
-            print_account(&record, common.json, "Disabled")?;
+            set_enabled(store, accounts, &id, &common, false).await?;
         }
         AccountCommand::Test {
             id,
@@ -414,6 +384,34 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+async fn set_enabled(
+    store: &dyn Store,
+    accounts: &Accounts,
+    id: &str,
+    common: &Common,
+    enabled: bool,
+) -> anyhow::Result<()> {
+    let before = accounts.get(&common.project, id).await.map_err(explain)?;
+    let record = accounts
+        .set_enabled(&common.project, id, enabled)
+        .await
+        .map_err(explain)?;
+    audit::account(
+        store,
+        &Actor::cli(),
+        "account.update",
+        Some(&before),
+        &record,
+        &[],
+    )
+    .await;
+    print_account(
+        &record,
+        common.json,
+        if enabled { "Enabled" } else { "Disabled" },
+    )
 }
 
 /// Turns a service error into a message for the terminal, in its language.

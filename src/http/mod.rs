@@ -47,44 +47,60 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
-/// Limits password guessing: after [`LoginThrottle::MAX_FAILURES`] failed logins for one
-/// email within [`LoginThrottle::WINDOW`], further attempts for it are refused until the
-/// oldest failure leaves the window. A successful login clears the email's failures.
+/// Limits password guessing. Every attempt counts as a failure from the moment it starts (so
+/// parallel requests cannot slip past the limit while a password is being verified) and a
+/// successful login clears its email's count. Per email: [`LoginThrottle::PER_EMAIL`] attempts
+/// within [`LoginThrottle::WINDOW`]; per client address: [`LoginThrottle::PER_ADDRESS`] (one
+/// address trying many emails).
 #[derive(Default)]
 pub struct LoginThrottle {
-    failures: std::sync::Mutex<std::collections::HashMap<String, Vec<std::time::Instant>>>,
+    attempts: std::sync::Mutex<std::collections::HashMap<String, Vec<std::time::Instant>>>,
 }
 
 impl LoginThrottle {
-    pub const MAX_FAILURES: usize = 5;
+    pub const PER_EMAIL: usize = 5;
+    pub const PER_ADDRESS: usize = 30;
     pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
-    /// `Ok` when `email` may try now, else the seconds to wait.
-    pub fn check(&self, email: &str) -> Result<(), u64> {
+    /// Counts an attempt for `email` from `address`; `Err(seconds to wait)` when either is
+    /// over its limit (the attempt is then not counted).
+    pub fn begin(&self, email: &str, address: &str) -> Result<(), u64> {
         let now = std::time::Instant::now();
-        let mut map = self.failures.lock().expect("not poisoned");
-        let Some(list) = map.get_mut(email) else {
-            return Ok(());
-        };
-        list.retain(|t| now.duration_since(*t) < Self::WINDOW);
-        if list.len() < Self::MAX_FAILURES {
-            return Ok(());
-        }
-        let oldest = list.iter().min().copied().unwrap_or(now);
-        Err((Self::WINDOW - now.duration_since(oldest)).as_secs().max(1))
-    }
-
-    pub fn failed(&self, email: &str) {
-        let now = std::time::Instant::now();
-        let mut map = self.failures.lock().expect("not poisoned");
+        let mut map = self.attempts.lock().expect("not poisoned");
         if map.len() > 100_000 {
             map.retain(|_, list| list.iter().any(|t| now.duration_since(*t) < Self::WINDOW));
         }
-        map.entry(email.to_string()).or_default().push(now);
+        let keys = [
+            (format!("email:{email}"), Self::PER_EMAIL),
+            (format!("address:{address}"), Self::PER_ADDRESS),
+        ];
+        let mut wait = 0;
+        for (key, limit) in &keys {
+            if let Some(list) = map.get_mut(key) {
+                list.retain(|t| now.duration_since(*t) < Self::WINDOW);
+                if list.len() >= *limit {
+                    let oldest = list.iter().min().copied().unwrap_or(now);
+                    wait = wait.max((Self::WINDOW - now.duration_since(oldest)).as_secs().max(1));
+                }
+            }
+        }
+        if wait > 0 {
+            return Err(wait);
+        }
+        for (key, _) in keys {
+            map.entry(key).or_default().push(now);
+        }
+        Ok(())
     }
 
-    pub fn succeeded(&self, email: &str) {
-        self.failures.lock().expect("not poisoned").remove(email);
+    /// The password was right: the email's attempts no longer count, and this attempt is
+    /// taken off the address's count.
+    pub fn succeeded(&self, email: &str, address: &str) {
+        let mut map = self.attempts.lock().expect("not poisoned");
+        map.remove(&format!("email:{email}"));
+        if let Some(list) = map.get_mut(&format!("address:{address}")) {
+            list.pop();
+        }
     }
 }
 

@@ -201,17 +201,13 @@ async fn create_account(
     caller.require(Permission::AccountsManage)?;
     let record = state.accounts.create(&caller.project_id, &input).await?;
     tracing::info!(account = %record.id, project = %record.project_id, "account created");
-    crate::audit::record(
+    audit::account(
         state.store.as_ref(),
-        &caller.project_id,
         &caller.actor,
         "account.create",
-        Some(&record.id),
-        Some(audit::account_changes(
-            None,
-            &record,
-            &audit::secrets_in(&input),
-        )),
+        None,
+        &record,
+        &audit::secrets_in(&input),
     )
     .await;
     Ok((StatusCode::CREATED, Json(AccountView::from(&record))))
@@ -244,13 +240,13 @@ async fn update_account(
         .update(&caller.project_id, &id, patch)
         .await?;
     tracing::info!(account = %record.id, project = %record.project_id, "account updated");
-    crate::audit::record(
+    audit::account(
         state.store.as_ref(),
-        &caller.project_id,
         &caller.actor,
         "account.update",
-        Some(&record.id),
-        Some(audit::account_changes(Some(&before), &record, &secrets)),
+        Some(&before),
+        &record,
+        &secrets,
     )
     .await;
     Ok(Json(AccountView::from(&record)))
@@ -548,6 +544,11 @@ where
         [
             (axum::http::header::CONTENT_TYPE, "application/x-ndjson"),
             (axum::http::header::CACHE_CONTROL, "no-store"),
+            // Proxies must pass each stage on as it comes.
+            (
+                axum::http::HeaderName::from_static("x-accel-buffering"),
+                "no",
+            ),
         ],
         body,
     )

@@ -5,7 +5,7 @@
 
 use axum::Json;
 use axum::extract::Request;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -78,6 +78,10 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
+    // API answers (a CSRF token, a token or password shown once) are never cached.
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
     response
 }
 
@@ -134,12 +138,35 @@ fn cookie(state: &AppState, value: &str, max_age_secs: i64) -> HeaderValue {
     .expect("cookie characters are URL-safe base64")
 }
 
+/// Whether a request comes from a page of another site (login CSRF): by `Sec-Fetch-Site`,
+/// else by `Origin` against `Host`. Requests without either (curl, scripts) are allowed.
+fn cross_site(headers: &axum::http::HeaderMap) -> bool {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = get("sec-fetch-site") {
+        return !matches!(site, "same-origin" | "none");
+    }
+    match (get("origin"), get("host")) {
+        (Some(origin), Some(host)) => origin.split_once("://").map(|(_, rest)| rest) != Some(host),
+        _ => false,
+    }
+}
+
 async fn login(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
     ValidJson(body): ValidJson<LoginBody>,
 ) -> Result<Response, ApiError> {
+    if cross_site(&headers) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "csrf_failed",
+            "Log in from cartero's own page.",
+            "Inicie sesión desde la página de cartero.",
+        ));
+    }
     let key = body.email.trim().to_lowercase();
-    if let Err(wait) = state.login_throttle.check(&key) {
+    if let Err(wait) = state.login_throttle.begin(&key, &peer.ip().to_string()) {
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_logins",
@@ -152,7 +179,6 @@ async fn login(
         return Err(e);
     }
     let Some(opened) = state.users.login(&key, &body.password, now_ms()).await? else {
-        state.login_throttle.failed(&key);
         tracing::info!("failed web login");
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -161,7 +187,7 @@ async fn login(
             "Correo o contraseña incorrectos.",
         ));
     };
-    state.login_throttle.succeeded(&key);
+    state.login_throttle.succeeded(&key, &peer.ip().to_string());
     let actor = Actor {
         name: format!("user:{}", opened.user.email),
         via: Via::Ui,

@@ -365,10 +365,14 @@ impl Store for SqliteStore {
 
     async fn delete_user(&self, project_id: &str, id: &str) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM sessions WHERE user_id = ?")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "DELETE FROM sessions WHERE user_id IN \
+             (SELECT id FROM users WHERE project_id = ? AND id = ?)",
+        )
+        .bind(project_id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         let done = sqlx::query("DELETE FROM users WHERE project_id = ? AND id = ?")
             .bind(project_id)
             .bind(id)

@@ -464,7 +464,9 @@ async fn send_a_message_and_a_csv_batch_from_the_terminal() {
     assert_eq!(ok(&out).lines().count(), 4, "a header and three messages");
 }
 
-#[tokio::test]
+// Multi-threaded: the server must keep running (and finish any transaction it has open)
+// while this thread waits for the CLI process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_add_generates_or_reads_a_password_and_is_audited() {
     let app = spawn_app().await;
     let dir = app.dir.path();

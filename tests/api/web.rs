@@ -34,14 +34,7 @@ async fn login(app: &TestApp, email: &str, password: &str) -> reqwest::Response 
 }
 
 async fn session(app: &TestApp, email: &str) -> Session {
-    let r = login(app, email, PASSWORD).await;
-    assert_eq!(r.status(), 200);
-    let set_cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
-    let body: Value = r.json().await.unwrap();
-    Session {
-        cookie: set_cookie.split(';').next().unwrap().to_string(),
-        csrf: body["csrf"].as_str().unwrap().to_string(),
-    }
+    session_with(app, email, PASSWORD).await
 }
 
 async fn with_session(
@@ -173,6 +166,47 @@ async fn failed_logins_are_throttled_per_email_and_a_success_clears_them() {
         login(&app, "luis@example.com", PASSWORD).await.status(),
         200
     );
+
+    // Parallel guesses are counted as they start, not when they fail: at most 5 get through.
+    add_user(&app, "eva@example.com", Role::Viewer).await;
+    let guesses = (0..12).map(|_| login(&app, "eva@example.com", "mal"));
+    let statuses: Vec<u16> = futures_util::future::join_all(guesses)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s != 429).count(),
+        5,
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_login_from_another_site_is_refused() {
+    let app = spawn_app().await;
+    add_user(&app, "ana@example.com", Role::Owner).await;
+    let body = json!({"email": "ana@example.com", "password": PASSWORD});
+    let host = app.base.trim_start_matches("http://").to_string();
+    for (header, value, status) in [
+        ("sec-fetch-site", "cross-site".to_string(), 403),
+        ("origin", "http://evil.example".to_string(), 403),
+        ("sec-fetch-site", "same-origin".to_string(), 200),
+        ("origin", format!("http://{host}"), 200),
+    ] {
+        let r = app
+            .client
+            .post(format!("{}/ui/login", app.base))
+            .header(header, &value)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{header}: {value}");
+        if status == 403 {
+            assert!(r.headers().get("set-cookie").is_none());
+        }
+    }
 }
 
 #[tokio::test]

@@ -413,6 +413,9 @@ test('screenshots of the main pages in both languages, and at phone width', asyn
   await phone.getByLabel('Servidor SMTP').waitFor();
   await phone.keyboard.press('Tab');
   assert.equal(await phone.evaluate(() => document.activeElement.id), 'skip');
+  await phone.keyboard.press('Enter');
+  assert.equal(await phone.evaluate(() => document.activeElement.id), 'main', 'the skip link moves focus to the content');
+  assert.ok(phone.url().endsWith('#/accounts/new'), 'and stays on the page');
   await phone.context().close();
 });
 

@@ -112,6 +112,11 @@ const L = {
   transcript: ['Conversación SMTP', 'SMTP conversation'],
   certificate: ['Certificado', 'Certificate'],
   pin_fingerprint: ['Fijar esta huella', 'Pin this fingerprint'],
+  cert_subject: ['Titular', 'Subject'],
+  cert_issuer: ['Emisor', 'Issuer'],
+  cert_not_after: ['Válido hasta', 'Valid until'],
+  test_incomplete: ['La prueba se interrumpió antes de terminar: vuelva a intentarlo.', 'The test was cut off before it finished: try again.'],
+  value_set: ['definida', 'set'],
   stage_dns: ['DNS', 'DNS'],
   stage_connect: ['Conexión TCP', 'TCP connection'],
   stage_tls: ['TLS', 'TLS'],
@@ -339,7 +344,7 @@ function errorOf(r) {
 }
 
 // Shows an API error: each field's message next to its input (by data-field), the rest on top.
-function showErrors(form, box, r) {
+function showErrors(form, box, r, opts) {
   clearErrors(form, box);
   const err = errorOf(r);
   const fields = err.fields || (err.field ? [{ field: err.field, message: err.message }] : []);
@@ -359,7 +364,7 @@ function showErrors(form, box, r) {
   if (box) {
     box.replaceChildren(alertBox('error', fields.length && !unplaced.length ? err.message : [err.message].concat(unplaced.filter((m) => m !== err.message)).join(' ')));
   }
-  if (first) first.focus();
+  if (first && !(opts && opts.keepFocus)) first.focus();
 }
 function clearErrors(form, box) {
   if (form) {
@@ -424,7 +429,7 @@ function roleName(r) { return tOr('role_' + r, r); }
 async function renderLogin(message) {
   renderHeader(null);
   document.title = t('login_title') + ' · cartero';
-  const box = h('div', { 'aria-live': 'polite' }, message ? alertBox('info', message) : null);
+  const box = h('div', {}, message ? alertBox('info', message) : null);
   const form = h('form', { class: 'card login', novalidate: true },
     h('h1', {}, t('login_title')), box,
     field('email', t('email'), h('input', { type: 'email', autocomplete: 'username', required: true, autofocus: true })),
@@ -442,8 +447,8 @@ async function renderLogin(message) {
       return;
     }
     S.session = r.data;
-    if (!location.hash || location.hash === '#/login') location.hash = '#/accounts';
-    route();
+    if (!location.hash || location.hash === '#/login') location.hash = '#/accounts'; // hashchange renders
+    else route();
   });
   main().replaceChildren(form);
   const s = await fetch('/ui/session', { headers: { Accept: 'application/json' } }).then((r) => r.json()).catch(() => null);
@@ -456,8 +461,8 @@ async function renderLogin(message) {
 async function logout() {
   await api('POST', '/ui/logout').catch(() => null);
   S.session = null;
-  location.hash = '#/login';
-  renderLogin();
+  if (location.hash === '#/login') renderLogin();
+  else location.hash = '#/login'; // hashchange renders the login page
 }
 
 // ----- form helpers ---------------------------------------------------------------------
@@ -468,7 +473,7 @@ function field(path, label, input, help, cls) {
   input.id = id;
   input.setAttribute('data-field', path);
   if (input.tagName === 'INPUT' && !input.getAttribute('type')) input.type = 'text';
-  const err = h('p', { class: 'field-error', id: id + '-err', 'data-error-for': path, 'aria-live': 'polite' });
+  const err = h('p', { class: 'field-error', id: id + '-err', 'data-error-for': path });
   const helpEl = help ? h('span', { class: 'help', id: id + '-help' }, help) : null;
   input.setAttribute('aria-describedby', [helpEl ? helpEl.id : null, err.id].filter(Boolean).join(' '));
   if (input.type === 'checkbox') {
@@ -493,9 +498,21 @@ function setVal(form, path, v) {
   else el.value = v === null || v === undefined ? '' : String(v);
 }
 // Text → JSON: empty → null; digits → number; anything else stays text so the server names the field.
-function num(v) { const s = (v || '').trim(); if (!s) return null; return /^\d+$/.test(s) ? Number(s) : s; }
+function num(v) { const s = (v || '').trim(); if (!s) return null; return /^-?\d+$/.test(s) ? Number(s) : s; }
 function str(v) { const s = (v || '').trim(); return s ? s : null; }
 function lockForm(form) { for (const el of $$('input, select, textarea', form)) el.disabled = true; }
+
+// A button that asks, sends DELETE to `path`, and then goes to `then` (a hash) or re-renders.
+function deleteButton(label, name, path, onError, then) {
+  return h('button', { type: 'button', class: 'danger', 'aria-label': label + ': ' + name, onclick: async () => {
+    if (!confirm(t('confirm_delete', { name }))) return;
+    const r = await api('DELETE', path);
+    if (!r.ok) return onError(r);
+    S.flash = t('deleted');
+    if (then) location.hash = then;
+    else route();
+  } }, label);
+}
 
 // ----- accounts -------------------------------------------------------------------------
 async function accountsPage() {
@@ -522,7 +539,7 @@ async function accountsPage() {
       h('td', {}, a.host + ':' + a.port + ' ' + a.security));
   });
   page('accounts', t('accounts_title'),
-    h('div', { id: 'list-status', 'aria-live': 'polite' }),
+    h('div', { id: 'list-status' }),
     manage ? h('p', {}, h('a', { class: 'button', href: '#/accounts/new' }, t('new_account'))) : readOnlyNote(),
     list.length ? h('div', { class: 'table-wrap' }, h('table', {},
       h('thead', {}, h('tr', {}, ['col_name', 'col_type', 'col_priority', 'col_enabled', 'col_last_test', 'col_sent_today', 'col_server'].map((k) => h('th', { scope: 'col' }, t(k))))),
@@ -558,10 +575,10 @@ async function accountPage(id) {
 async function accountForm({ account, editable, mode }) {
   const a = account || { enabled: true, type: 'system', priority: 0, tls_verify: true, security: 'starttls', port: 587, limits: {} };
   const list = await presets();
-  const box = h('div', { 'aria-live': 'polite' });
+  const box = h('div');
   const presetNote = h('p', { class: 'help', 'aria-live': 'polite' });
-  const suggestion = h('div', { 'aria-live': 'polite' });
-  const tlsWarning = h('div', { 'aria-live': 'polite' });
+  const suggestion = h('div');
+  const tlsWarning = h('div');
   const portNote = h('p', { class: 'help', 'aria-live': 'polite' });
   const form = h('form', { novalidate: true, class: 'account-form' });
 
@@ -677,7 +694,7 @@ async function accountForm({ account, editable, mode }) {
       host: val(form, 'host').trim(),
       port: num(val(form, 'port')),
       security: val(form, 'security'),
-      auth: username ? 'password' : 'none',
+      auth: username ? (a.auth && a.auth !== 'none' ? a.auth : 'password') : 'none',
       username,
       from_email: val(form, 'from_email').trim(),
       from_name: str(val(form, 'from_name')),
@@ -714,9 +731,10 @@ async function accountForm({ account, editable, mode }) {
   // Probar conexión: the form's current values, stages shown as they complete.
   if (!isFallback) {
     const stages = h('ol', { class: 'stages', 'aria-live': 'polite', 'aria-label': t('test_title') });
-    const result = h('div', { 'aria-live': 'polite', id: 'test-result' });
+    const result = h('div', { id: 'test-result' });
     const testButton = h('button', { type: 'button', class: 'secondary', id: 'test-button' }, t('test_button'));
-    const sendTo = input({ type: 'email', placeholder: a.from_email || '' });
+    const sendTo = input({ type: 'email', placeholder: a.from_email || '',
+      onkeydown: (ev) => { if (ev.key === 'Enter') { ev.preventDefault(); testButton.click(); } } });
     testButton.addEventListener('click', async () => {
       clearErrors(form, box);
       stages.replaceChildren();
@@ -726,10 +744,12 @@ async function accountForm({ account, editable, mode }) {
       const to = str(sendTo.value);
       if (to) b.send_to = to;
       const url = account ? '/v1/accounts/' + encodeURIComponent(account.id) + '/test' : '/v1/accounts/test';
+      let finished = false;
       try {
         const r = await api('POST', url, b, { stream: true });
         if (!r.stream) { result.replaceChildren(); showErrors(form, box, r); return; }
         await readLines(r.stream, (line) => {
+          if (line.result || line.error) finished = true;
           if (line.stage) {
             const s = line.stage;
             stages.append(h('li', { class: s.ok ? 'ok' : 'bad', 'data-stage': s.name },
@@ -741,8 +761,13 @@ async function accountForm({ account, editable, mode }) {
             showErrors(form, box, { data: line });
           }
         });
+      } catch (e) {
+        if (e instanceof Halt) throw e;
       } finally {
         testButton.disabled = false;
+        if (!finished && !result.querySelector('.test-outcome') && !box.children.length) {
+          result.replaceChildren(alertBox('error', t('test_incomplete')));
+        }
       }
     });
     form.append(h('fieldset', { class: 'test' }, h('legend', {}, t('test_title')),
@@ -755,13 +780,8 @@ async function accountForm({ account, editable, mode }) {
   const actions = h('div', { class: 'actions' }, saveButton);
   if (!isFallback) actions.append(h('a', { class: 'button secondary', href: '#/accounts' }, t('cancel')));
   if (account && account.id && !isFallback) {
-    actions.append(h('button', { type: 'button', class: 'danger', onclick: async () => {
-      if (!confirm(t('confirm_delete', { name: account.name }))) return;
-      const r = await api('DELETE', '/v1/accounts/' + encodeURIComponent(account.id));
-      if (!r.ok) return showErrors(form, box, r);
-      S.flash = t('deleted');
-      location.hash = '#/accounts';
-    } }, t('delete')));
+    actions.append(deleteButton(t('delete'), account.name, '/v1/accounts/' + encodeURIComponent(account.id),
+      (r) => showErrors(form, box, r), '#/accounts'));
   }
   form.append(actions);
   form.addEventListener('submit', async (ev) => {
@@ -778,11 +798,7 @@ async function accountForm({ account, editable, mode }) {
     } finally {
       saveButton.disabled = false;
     }
-    if (!r.ok) {
-      setVal(form, 'password', '');
-      setVal(form, 'imap.password', '');
-      return showErrors(form, box, r);
-    }
+    if (!r.ok) return showErrors(form, box, r);
     S.flash = t('account_saved');
     if (isFallback) route();
     else location.hash = '#/accounts';
@@ -823,8 +839,8 @@ function testResult(r, form) {
   if (r.certificate) {
     const c = r.certificate;
     out.append(h('details', {}, h('summary', {}, t('certificate')),
-      h('dl', { class: 'kv' }, h('dt', {}, 'Subject'), h('dd', {}, c.subject), h('dt', {}, 'Issuer'), h('dd', {}, c.issuer),
-        h('dt', {}, 'Not after'), h('dd', {}, c.not_after), h('dt', {}, 'SHA-256'), h('dd', {}, h('code', {}, c.sha256))),
+      h('dl', { class: 'kv' }, h('dt', {}, t('cert_subject')), h('dd', {}, c.subject), h('dt', {}, t('cert_issuer')), h('dd', {}, c.issuer),
+        h('dt', {}, t('cert_not_after')), h('dd', {}, c.not_after), h('dt', {}, 'SHA-256'), h('dd', {}, h('code', {}, c.sha256))),
       h('button', { type: 'button', class: 'secondary', onclick: () => setVal(form, 'tls_fingerprint', c.sha256) }, t('pin_fingerprint'))));
   }
   if (r.transcript && r.transcript.length) {
@@ -840,16 +856,13 @@ async function fallbackPage() {
   const editable = can('defaults.manage');
   const source = r.data.source;
   const note = alertBox('info', source === 'environment' ? t('fallback_env') : source === 'api' ? t('fallback_api') : t('fallback_none'));
-  const form = await accountForm({ account: r.data.account, editable, mode: 'fallback' });
+  // A fallback from the environment has its password there: saving here needs it typed.
+  const account = r.data.account && source !== 'api' ? Object.assign({}, r.data.account, { password_set: false }) : r.data.account;
+  const form = await accountForm({ account, editable, mode: 'fallback' });
   const extra = [];
   if (editable && source === 'api') {
-    extra.push(h('div', { class: 'actions' }, h('button', { type: 'button', class: 'danger', onclick: async () => {
-      if (!confirm(t('confirm_delete', { name: t('fallback_title') }))) return;
-      const d = await api('DELETE', '/v1/system/fallback');
-      if (!d.ok) return alert(errorOf(d).message);
-      S.flash = t('deleted');
-      route();
-    } }, t('fallback_remove'))));
+    extra.push(h('div', { class: 'actions' }, deleteButton(t('fallback_remove'), t('fallback_title'), '/v1/system/fallback',
+      (r) => showErrors(form, null, r))));
   }
   page('fallback', t('fallback_title'), h('p', {}, t('fallback_help')), note,
     editable ? null : alertBox('info', [t('read_only', { role: roleName(S.session.user.role) }), ' ', t('fallback_needs')]), form, ...extra);
@@ -872,7 +885,7 @@ async function messagesPage(params) {
     for (const k of ['status', 'type', 'to', 'since']) { const v = (val(filters, k) || '').trim(); if (v) q.set(k, v); }
     location.hash = '#/messages' + (q.toString() ? '?' + q : '');
   });
-  const box = h('div', { 'aria-live': 'polite' });
+  const box = h('div');
   const tbody = h('tbody');
   const more = h('button', { type: 'button', class: 'secondary', hidden: true }, t('more'));
   const table = h('div', { class: 'table-wrap' }, h('table', {},
@@ -908,7 +921,7 @@ async function messagePage(id) {
   const r = await api('GET', '/v1/messages/' + encodeURIComponent(id));
   if (!r.ok) return page('messages', t('messages_title'), alertBox('error', errorOf(r).message));
   const m = r.data;
-  const box = h('div', { 'aria-live': 'polite' });
+  const box = h('div');
   const buttons = h('div', { class: 'actions' }, h('a', { class: 'button secondary', href: '#/messages' }, t('back')));
   if (can('messages.send')) {
     if (['failed', 'partial', 'deferred'].includes(m.status)) {
@@ -946,7 +959,7 @@ async function messagePage(id) {
     h('h2', {}, t('attempts')), attempts.length ? attempts : h('p', { class: 'muted' }, t('no_attempts')),
     h('h2', {}, t('events')),
     h('div', { class: 'table-wrap' }, h('table', {}, h('tbody', {}, (m.events || []).map((e) =>
-      h('tr', {}, h('td', {}, fmtDate(e.at)), h('td', {}, e.kind), h('td', {}, e.detail || '')))))));
+      h('tr', {}, h('td', {}, fmtDate(e.at)), h('td', {}, tOr('st_' + e.kind, e.kind)), h('td', {}, e.detail || '')))))));
 }
 
 // ----- templates ------------------------------------------------------------------------
@@ -978,10 +991,10 @@ async function templatePage(name) {
     tpl = r.data;
   }
   const editable = can('accounts.manage');
-  const box = h('div', { 'aria-live': 'polite' });
+  const box = h('div');
   const form = h('form', { novalidate: true });
-  const previewBox = h('div', { class: 'preview', 'aria-live': 'polite' });
-  const previewNote = h('div', { 'aria-live': 'polite' });
+  const previewBox = h('div', { class: 'preview' });
+  const previewNote = h('div');
   const langSet = (code, label) => {
     const src = (tpl && tpl.body[code]) || { subject: '', text: '', html: '' };
     return h('fieldset', {}, h('legend', {}, label),
@@ -999,7 +1012,9 @@ async function templatePage(name) {
     }
     return out;
   };
+  let previewSeq = 0;
   async function preview() {
+    const seq = ++previewSeq;
     let vars;
     try { vars = JSON.parse(val(form, 'vars') || '{}'); } catch (e) { vars = undefined; }
     clearErrors(form, null);
@@ -1008,8 +1023,9 @@ async function templatePage(name) {
       return;
     }
     const r = await api('POST', '/v1/templates/preview', { template: set(), vars });
+    if (seq !== previewSeq) return; // a newer preview is on its way
     if (!r.ok) {
-      showErrors(form, null, r);
+      showErrors(form, null, r, { keepFocus: true });
       previewNote.replaceChildren(alertBox('warn', [errorOf(r).message, ' ', t('preview_stale')]));
       return;
     }
@@ -1031,13 +1047,8 @@ async function templatePage(name) {
   if (editable) {
     const actions = h('div', { class: 'actions' }, h('button', { type: 'submit' }, t('save')), h('a', { class: 'button secondary', href: '#/templates' }, t('cancel')));
     if (tpl && tpl.source === 'project') {
-      actions.append(h('button', { type: 'button', class: 'danger', onclick: async () => {
-        if (!confirm(t('confirm_delete', { name: tpl.name }))) return;
-        const r = await api('DELETE', '/v1/templates/' + encodeURIComponent(tpl.name));
-        if (!r.ok) return showErrors(form, box, r);
-        S.flash = t('deleted');
-        location.hash = '#/templates';
-      } }, t('restore_builtin')));
+      actions.append(deleteButton(t('restore_builtin'), tpl.name, '/v1/templates/' + encodeURIComponent(tpl.name),
+        (r) => showErrors(form, box, r), '#/templates'));
     }
     form.append(actions);
     form.addEventListener('submit', async (ev) => {
@@ -1065,19 +1076,13 @@ async function usersPage() {
   const [u, tk] = await Promise.all([api('GET', '/v1/users'), api('GET', '/v1/tokens')]);
   if (!u.ok) return page('users', t('users_title'), alertBox('error', errorOf(u).message));
   const manage = can('users.manage');
-  const box = h('div', { 'aria-live': 'polite' });
-  const del = (path, name) => async () => {
-    if (!confirm(t('confirm_delete', { name }))) return;
-    const r = await api('DELETE', path);
-    if (!r.ok) return showErrors(null, box, r);
-    S.flash = t('deleted');
-    route();
-  };
+  const box = h('div');
+  const onError = (r) => showErrors(null, box, r);
   const userRows = u.data.map((x) => h('tr', {}, h('td', {}, x.email), h('td', {}, roleName(x.role)), h('td', {}, fmtDate(x.created_at)),
-    h('td', {}, manage && x.email !== S.session.user.email ? h('button', { type: 'button', class: 'danger', onclick: del('/v1/users/' + encodeURIComponent(x.id), x.email) }, t('delete')) : '')));
+    h('td', {}, manage && x.email !== S.session.user.email ? deleteButton(t('delete'), x.email, '/v1/users/' + encodeURIComponent(x.id), onError) : '')));
   const tokenRows = (tk.ok ? tk.data : []).map((x) => h('tr', {}, h('td', {}, x.name), h('td', {}, roleName(x.role)), h('td', {}, fmtDate(x.created_at)),
     h('td', {}, x.revoked_at ? t('revoked') : t('active')),
-    h('td', {}, manage && !x.revoked_at ? h('button', { type: 'button', class: 'danger', onclick: del('/v1/tokens/' + encodeURIComponent(x.id), x.name) }, t('revoke')) : '')));
+    h('td', {}, manage && !x.revoked_at ? deleteButton(t('revoke'), x.name, '/v1/tokens/' + encodeURIComponent(x.id), onError) : '')));
   const roleSelect = () => select(ROLES.map((r) => [r, roleName(r)]), 'viewer');
 
   const userForm = h('form', { class: 'card', novalidate: true, id: 'user-form' }, h('h3', {}, t('add_user')),
@@ -1086,7 +1091,7 @@ async function usersPage() {
       field('role', t('f_role'), roleSelect()),
       field('password', t('f_new_password'), input({ type: 'password', autocomplete: 'new-password' }))),
     h('button', { type: 'submit' }, t('add_user')));
-  const userBox = h('div', { 'aria-live': 'polite' });
+  const userBox = h('div');
   userForm.prepend(userBox);
   userForm.addEventListener('submit', async (ev) => {
     ev.preventDefault();
@@ -1105,7 +1110,7 @@ async function usersPage() {
   const tokenForm = h('form', { class: 'card', novalidate: true, id: 'token-form' }, h('h3', {}, t('create_token')),
     h('div', { class: 'grid' }, field('name', t('f_token_name'), input({ autocomplete: 'off' })), field('role', t('f_role'), roleSelect())),
     h('button', { type: 'submit' }, t('create_token')));
-  const tokenBox = h('div', { 'aria-live': 'polite' });
+  const tokenBox = h('div');
   tokenForm.prepend(tokenBox);
   tokenForm.addEventListener('submit', async (ev) => {
     ev.preventDefault();
@@ -1117,9 +1122,9 @@ async function usersPage() {
   const table = (heads, rows) => h('div', { class: 'table-wrap' }, h('table', {},
     h('thead', {}, h('tr', {}, heads.map((k) => h('th', { scope: 'col' }, k ? t(k) : '')))), h('tbody', {}, rows)));
   page('users', t('users_title'), box, manage ? null : readOnlyNote(),
-    h('h2', {}, t('users')), h('div', { id: 'users-status', 'aria-live': 'polite' }),
+    h('h2', {}, t('users')), h('div', { id: 'users-status' }),
     table(['col_email', 'col_role', 'col_created', null], userRows), manage ? userForm : null,
-    h('h2', {}, t('tokens')), h('div', { id: 'tokens-status', 'aria-live': 'polite' }),
+    h('h2', {}, t('tokens')), h('div', { id: 'tokens-status' }),
     table(['col_name', 'col_role', 'col_created', 'col_state', null], tokenRows), manage ? tokenForm : null);
 }
 
@@ -1129,19 +1134,20 @@ function describeDetail(d) {
   if (d.changed && typeof d.changed === 'object') {
     const parts = Object.entries(d.changed).map(([k, v]) => {
       if (v === 'changed') return k + ': ' + t('changed');
+      if (v === 'set') return k + ': ' + t('value_set');
       if (v === 'removed') return k + ': ' + t('removed');
       const show = (x) => (x === null || x === undefined ? t('none') : typeof x === 'object' ? JSON.stringify(x) : String(x));
       return v && typeof v === 'object' && 'to' in v ? k + ': ' + ('from' in v ? show(v.from) + ' → ' : '') + show(v.to) : k + ': ' + show(v);
     });
     return (d.name ? d.name + ' — ' : '') + parts.join('; ');
   }
-  return Object.entries(d).map(([k, v]) => k + ': ' + (typeof v === 'object' ? JSON.stringify(v) : v)).join('; ');
+  return Object.entries(d).map(([k, v]) => k + ': ' + (v === 'set' ? t('value_set') : k === 'role' ? roleName(v) : typeof v === 'object' ? JSON.stringify(v) : v)).join('; ');
 }
 
 async function auditPage() {
   const tbody = h('tbody');
   const more = h('button', { type: 'button', class: 'secondary', hidden: true }, t('more'));
-  const box = h('div', { 'aria-live': 'polite' });
+  const box = h('div');
   page('audit', t('audit_title'), box, h('div', { class: 'table-wrap' }, h('table', {},
     h('thead', {}, h('tr', {}, ['col_when', 'col_who', 'col_via', 'col_action', 'col_target', 'col_detail'].map((k) => h('th', { scope: 'col' }, t(k))))),
     tbody)), h('div', { class: 'actions' }, more));
@@ -1195,4 +1201,8 @@ async function route() {
 }
 
 window.addEventListener('hashchange', route);
+// The skip link moves focus to the content; its #main must not reach the hash router.
+document.addEventListener('click', (ev) => {
+  if (ev.target && ev.target.id === 'skip') { ev.preventDefault(); main().focus(); }
+});
 document.addEventListener('DOMContentLoaded', route);
