@@ -148,10 +148,19 @@ impl Dispatcher {
         let (done_tx, done_rx) =
             mpsc::channel::<(DeliveryUpdate, OwnedSemaphorePermit)>(self.settings.max_in_flight);
         let recorder = tokio::spawn(record_outcomes(self.store.clone(), done_rx));
+        let mut last_claim = Instant::now() - CLAIM_SPACING;
         loop {
             if *shutdown.borrow() {
                 break;
             }
+            // Claims share SQLite's one writer with submissions and outcome records: spacing
+            // them lets each claim take what a few group commits brought, and leaves the writer
+            // free for submissions in between.
+            let since = last_claim.elapsed();
+            if since < CLAIM_SPACING {
+                tokio::time::sleep(CLAIM_SPACING - since).await;
+            }
+            last_claim = Instant::now();
             let claimed = match self.claim(&in_flight).await {
                 Ok(list) => list,
                 Err(e) => {
@@ -648,6 +657,11 @@ impl Dispatcher {
     }
 }
 
+/// Shortest time between two claims.
+const CLAIM_SPACING: Duration = Duration::from_millis(5);
+/// How long the recorder lets outcomes gather before writing them.
+const RECORD_LINGER: Duration = Duration::from_millis(5);
+
 /// Writes outcomes in batches (one transaction for everything finished meanwhile); the
 /// in-flight permit is released only once its outcome is on disk.
 async fn record_outcomes(
@@ -655,6 +669,7 @@ async fn record_outcomes(
     mut rx: mpsc::Receiver<(DeliveryUpdate, OwnedSemaphorePermit)>,
 ) {
     while let Some(first) = rx.recv().await {
+        tokio::time::sleep(RECORD_LINGER).await;
         let mut batch = vec![first];
         while batch.len() < 512 {
             match rx.try_recv() {
