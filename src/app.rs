@@ -162,7 +162,7 @@ impl Application {
         let test_limiter = Arc::new(http::TestLimiter::new(config.network.tests_per_minute));
         let users = crate::users::Users::new(store.clone());
         if store.count_users().await? == 0 {
-            tracing::warn!(
+            tracing::info!(
                 "no web admin users yet: create the owner with `cartero user add --email you@example.com --role owner` (it prints a password once), then log in at http://{}/",
                 listener.local_addr()?
             );
