@@ -438,30 +438,47 @@ async fn send_a_message_and_a_csv_batch_from_the_terminal() {
         3,
         "the running server delivered what the CLI queued"
     );
-    let out = run(vec![
-        "messages".into(),
-        "show".into(),
-        id.clone(),
-        "--json".into(),
-    ])
-    .await
-    .unwrap();
-    let shown: Value = serde_json::from_str(&ok(&out)).unwrap();
+    // The outcome is recorded a moment after the peer has the message (outcomes are written
+    // in batches): look until it says so.
+    let mut shown = Value::Null;
+    for _ in 0..100 {
+        let out = run(vec![
+            "messages".into(),
+            "show".into(),
+            id.clone(),
+            "--json".into(),
+        ])
+        .await
+        .unwrap();
+        shown = serde_json::from_str(&ok(&out)).unwrap();
+        if shown["status"] == "sent" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert_eq!(shown["status"], "sent");
     assert!(
         shown["subject"].as_str().unwrap().contains("CRÍTICO"),
         "{}",
         shown["subject"]
     );
-    let out = run(vec![
-        "messages".into(),
-        "list".into(),
-        "--status".into(),
-        "sent".into(),
-    ])
-    .await
-    .unwrap();
-    assert_eq!(ok(&out).lines().count(), 4, "a header and three messages");
+    let mut listed = String::new();
+    for _ in 0..100 {
+        let out = run(vec![
+            "messages".into(),
+            "list".into(),
+            "--status".into(),
+            "sent".into(),
+        ])
+        .await
+        .unwrap();
+        listed = ok(&out);
+        if listed.lines().count() == 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(listed.lines().count(), 4, "a header and three messages");
 }
 
 // Multi-threaded: the server must keep running (and finish any transaction it has open)
