@@ -649,105 +649,19 @@ impl Store for SqliteStore {
     }
 
     async fn enqueue(&self, batch: &[NewMessage]) -> Result<Vec<Enqueued>, StoreError> {
-        // One statement per table for the whole batch (rows passed as a JSON array): with
-        // group commit a batch is hundreds of messages, and per-row statements dominated.
-        let mut tx = self.writer.begin().await?;
-        let mut out = Vec::with_capacity(batch.len());
-        let mut fresh: Vec<&NewMessage> = Vec::with_capacity(batch.len());
-        let mut keys_in_batch: std::collections::HashMap<(&str, &str), &str> =
-            std::collections::HashMap::new();
-        for m in batch {
-            if let Some(key) = &m.idempotency_key {
-                if let Some(first) = keys_in_batch.get(&(m.project_id.as_str(), key.as_str())) {
-                    out.push(Enqueued::Existing {
-                        id: (*first).to_string(),
-                        status: MessageStatus::Queued,
-                    });
-                    continue;
-                }
-                let existing = sqlx::query(
-                    "SELECT id, status FROM messages WHERE project_id = ? AND idempotency_key = ?",
-                )
-                .bind(&m.project_id)
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if let Some(row) = existing {
-                    let status: String = row.try_get("status")?;
-                    out.push(Enqueued::Existing {
-                        id: row.try_get("id")?,
-                        status: MessageStatus::parse(&status)
-                            .ok_or_else(|| StoreError::Corrupt(format!("status {status}")))?,
-                    });
-                    continue;
-                }
-                keys_in_batch.insert((m.project_id.as_str(), key.as_str()), m.id.as_str());
-            }
-            fresh.push(m);
-            out.push(Enqueued::New);
+        // The whole batch is one statement into the `message_intake` view (its trigger writes
+        // every table), so a group commit costs one round trip to SQLite's thread. A batch
+        // with idempotency keys first looks them up, in the same transaction.
+        if batch.iter().any(|m| m.idempotency_key.is_some()) {
+            let mut tx = self.writer.begin().await?;
+            let out = enqueue_on(&mut tx, batch).await?;
+            tx.commit().await?;
+            Ok(out)
+        } else {
+            // One statement is its own transaction.
+            let mut conn = self.writer.acquire().await?;
+            enqueue_on(&mut conn, batch).await
         }
-        if !fresh.is_empty() {
-            let now = ts(OffsetDateTime::now_utc());
-            let messages = serde_json::Value::Array(
-                fresh
-                    .iter()
-                    .map(|m| {
-                        serde_json::json!({"id": m.id, "p": m.project_id, "t": m.message_type,
-                            "k": m.idempotency_key, "s": m.size, "n": m.now_ms, "e": m.expires_at_ms,
-                            "c": m.content})
-                    })
-                    .collect(),
-            )
-            .to_string();
-            let recipients = serde_json::Value::Array(
-                fresh
-                    .iter()
-                    .flat_map(|m| {
-                        m.recipients.iter().enumerate().map(|(position, (address, kind))| {
-                            serde_json::json!({"m": m.id, "p": position, "a": address, "k": kind.as_str()})
-                        })
-                    })
-                    .collect(),
-            )
-            .to_string();
-            sqlx::query(
-                "INSERT INTO messages (id, project_id, message_type, status, idempotency_key, \
-                 size_bytes, next_attempt_at, expires_at, created_at, updated_at) \
-                 SELECT json_extract(value, '$.id'), json_extract(value, '$.p'), \
-                 json_extract(value, '$.t'), 'queued', json_extract(value, '$.k'), \
-                 json_extract(value, '$.s'), json_extract(value, '$.n'), json_extract(value, '$.e'), ?1, ?1 \
-                 FROM json_each(?2)",
-            )
-            .bind(&now)
-            .bind(&messages)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO message_bodies (message_id, content) \
-                 SELECT json_extract(value, '$.id'), json_extract(value, '$.c') FROM json_each(?)",
-            )
-            .bind(&messages)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO message_recipients (message_id, position, address, kind, status) \
-                 SELECT json_extract(value, '$.m'), json_extract(value, '$.p'), \
-                 json_extract(value, '$.a'), json_extract(value, '$.k'), 'pending' FROM json_each(?)",
-            )
-            .bind(&recipients)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO events (message_id, kind, at) \
-                 SELECT json_extract(value, '$.id'), 'queued', ?1 FROM json_each(?2)",
-            )
-            .bind(&now)
-            .bind(&messages)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(out)
     }
 
     async fn claim_due(
@@ -1222,6 +1136,73 @@ impl Store for SqliteStore {
 }
 
 /// A message's status, read inside the transaction that will change it.
+/// Stores a batch on `conn` (see [`Store::enqueue`]); the caller owns the transaction.
+async fn enqueue_on(
+    conn: &mut sqlx::SqliteConnection,
+    batch: &[NewMessage],
+) -> Result<Vec<Enqueued>, StoreError> {
+    let mut out = Vec::with_capacity(batch.len());
+    let mut fresh: Vec<&NewMessage> = Vec::with_capacity(batch.len());
+    let mut keys_in_batch: std::collections::HashMap<(&str, &str), &str> =
+        std::collections::HashMap::new();
+    for m in batch {
+        if let Some(key) = &m.idempotency_key {
+            if let Some(first) = keys_in_batch.get(&(m.project_id.as_str(), key.as_str())) {
+                out.push(Enqueued::Existing {
+                    id: (*first).to_string(),
+                    status: MessageStatus::Queued,
+                });
+                continue;
+            }
+            let existing = sqlx::query(
+                "SELECT id, status FROM messages WHERE project_id = ? AND idempotency_key = ?",
+            )
+            .bind(&m.project_id)
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if let Some(row) = existing {
+                let status: String = row.try_get("status")?;
+                out.push(Enqueued::Existing {
+                    id: row.try_get("id")?,
+                    status: MessageStatus::parse(&status)
+                        .ok_or_else(|| StoreError::Corrupt(format!("status {status}")))?,
+                });
+                continue;
+            }
+            keys_in_batch.insert((m.project_id.as_str(), key.as_str()), m.id.as_str());
+        }
+        fresh.push(m);
+        out.push(Enqueued::New);
+    }
+    if !fresh.is_empty() {
+        let docs = serde_json::Value::Array(
+            fresh
+                .iter()
+                .map(|m| {
+                    let recipients: Vec<serde_json::Value> = m
+                        .recipients
+                        .iter()
+                        .map(
+                            |(address, kind)| serde_json::json!({"a": address, "k": kind.as_str()}),
+                        )
+                        .collect();
+                    serde_json::json!({"id": m.id, "p": m.project_id, "t": m.message_type,
+                        "k": m.idempotency_key, "s": m.size, "n": m.now_ms, "e": m.expires_at_ms,
+                        "c": m.content, "r": recipients})
+                })
+                .collect(),
+        )
+        .to_string();
+        sqlx::query("INSERT INTO message_intake (doc, at) SELECT value, ?1 FROM json_each(?2)")
+            .bind(ts(OffsetDateTime::now_utc()))
+            .bind(&docs)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(out)
+}
+
 async fn status_in(
     tx: &mut Transaction<'_, Sqlite>,
     project_id: &str,
