@@ -670,63 +670,33 @@ impl Store for SqliteStore {
         lease_ms: i64,
         limit: i64,
     ) -> Result<Vec<ClaimedMessage>, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        // One statement (its own transaction, one round trip): the claim returns each
+        // message's body and recipients with it.
         let rows = sqlx::query(
             "UPDATE messages SET status = 'sending', lease_until = ? \
              WHERE id IN (SELECT id FROM messages WHERE status IN ('queued', 'deferred') \
                           AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?) \
-             RETURNING id, project_id, message_type, message_id_header, attempt_count, expires_at",
+             RETURNING id, project_id, message_type, message_id_header, attempt_count, expires_at, \
+               (SELECT content FROM message_bodies b WHERE b.message_id = messages.id) AS content, \
+               (SELECT json_group_array(json_object('p', position, 'a', address, 'k', kind, \
+                                                    's', status, 'r', reply)) \
+                FROM (SELECT position, address, kind, status, reply FROM message_recipients r \
+                      WHERE r.message_id = messages.id ORDER BY position)) AS recipients",
         )
         .bind(now_ms + lease_ms)
         .bind(now_ms)
         .bind(limit)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.writer)
         .await?;
-        if rows.is_empty() {
-            tx.commit().await?;
-            return Ok(Vec::new());
-        }
-        // Bodies and recipients of the whole batch in one query each (ids as a JSON array).
-        let ids: Vec<String> = rows
-            .iter()
-            .map(|r| r.try_get::<String, _>("id"))
-            .collect::<Result<_, _>>()?;
-        let ids_json = serde_json::to_string(&ids).expect("strings serialize");
-        let mut bodies: std::collections::HashMap<String, String> = sqlx::query(
-            "SELECT message_id, content FROM message_bodies \
-             WHERE message_id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(&ids_json)
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get("message_id")?, r.try_get("content")?)))
-        .collect::<Result<_, StoreError>>()?;
-        let mut recipients: std::collections::HashMap<String, Vec<RecipientRow>> =
-            std::collections::HashMap::new();
-        for r in sqlx::query(
-            "SELECT message_id, position, address, kind, status, reply FROM message_recipients \
-             WHERE message_id IN (SELECT value FROM json_each(?)) ORDER BY message_id, position",
-        )
-        .bind(&ids_json)
-        .fetch_all(&mut *tx)
-        .await?
-        {
-            let id: String = r.try_get("message_id")?;
-            recipients
-                .entry(id)
-                .or_default()
-                .push(recipient_from_row(&r)?);
-        }
-        tx.commit().await?;
         let mut claimed = Vec::with_capacity(rows.len());
         for row in rows {
             let id: String = row.try_get("id")?;
+            let content: Option<String> = row.try_get("content")?;
+            let recipients_json: String = row.try_get("recipients")?;
             claimed.push(ClaimedMessage {
-                content: bodies
-                    .remove(&id)
+                content: content
                     .ok_or_else(|| StoreError::Corrupt(format!("message {id} has no body")))?,
-                recipients: recipients.remove(&id).unwrap_or_default(),
+                recipients: recipients_from_json(&recipients_json)?,
                 id,
                 project_id: row.try_get("project_id")?,
                 message_type: row.try_get("message_type")?,
@@ -748,118 +718,47 @@ impl Store for SqliteStore {
     }
 
     async fn record_deliveries(&self, updates: &[DeliveryUpdate]) -> Result<(), StoreError> {
-        // As in `enqueue`: one statement per table for the whole batch of outcomes.
-        let now = ts(OffsetDateTime::now_utc());
-        let json = |v: Vec<serde_json::Value>| serde_json::Value::Array(v).to_string();
-        let messages = json(
+        // One statement for the whole batch (see the `delivery_outcome` view): it is its own
+        // transaction, and one round trip to SQLite's thread.
+        let docs = serde_json::Value::Array(
             updates
                 .iter()
                 .map(|u| {
-                    serde_json::json!({"id": u.message_id, "s": u.status.as_str(), "n": u.next_attempt_at_ms,
-                        "a": u.account_id, "h": u.message_id_header, "c": u.last_code, "r": u.last_reply,
-                        "t": u.attempts.len()})
-                })
-                .collect(),
-        );
-        let recipients = json(
-            updates
-                .iter()
-                .flat_map(|u| {
-                    u.recipients.iter().map(|(position, status, reply)| {
-                        serde_json::json!({"m": u.message_id, "p": position, "s": status, "r": reply})
-                    })
-                })
-                .collect(),
-        );
-        let attempts = json(
-            updates
-                .iter()
-                .flat_map(|u| {
-                    u.attempts.iter().map(|a| {
-                        serde_json::json!({"m": u.message_id, "a": a.account_id, "n": a.account_name,
-                            "t": ts(a.started_at), "d": a.duration_ms, "o": a.outcome, "r": a.reply,
-                            "c": a.diagnosis_code, "x": a.note,
-                            "l": serde_json::to_string(&a.transcript).unwrap_or_else(|_| "[]".into())})
-                    })
-                })
-                .collect(),
-        );
-        let events = json(
-            updates
-                .iter()
-                .flat_map(|u| {
-                    u.events
+                    let recipients: Vec<serde_json::Value> = u
+                        .recipients
                         .iter()
-                        .map(|(kind, detail)| serde_json::json!({"m": u.message_id, "k": kind, "d": detail}))
+                        .map(|(position, status, reply)| {
+                            serde_json::json!({"p": position, "s": status, "r": reply})
+                        })
+                        .collect();
+                    let attempts: Vec<serde_json::Value> = u
+                        .attempts
+                        .iter()
+                        .map(|a| {
+                            serde_json::json!({"a": a.account_id, "n": a.account_name,
+                                "t": ts(a.started_at), "d": a.duration_ms, "o": a.outcome,
+                                "r": a.reply, "c": a.diagnosis_code, "x": a.note,
+                                "l": serde_json::to_string(&a.transcript).unwrap_or_else(|_| "[]".into())})
+                        })
+                        .collect();
+                    let events: Vec<serde_json::Value> = u
+                        .events
+                        .iter()
+                        .map(|(kind, detail)| serde_json::json!({"k": kind, "d": detail}))
+                        .collect();
+                    serde_json::json!({"id": u.message_id, "s": u.status.as_str(),
+                        "n": u.next_attempt_at_ms, "a": u.account_id, "h": u.message_id_header,
+                        "c": u.last_code, "r": u.last_reply, "t": u.attempts.len(),
+                        "rc": recipients, "at": attempts, "ev": events, "sd": u.sends})
                 })
                 .collect(),
-        );
-        // Sends are counted per account and minute, summed over the batch.
-        let mut sends: std::collections::HashMap<(&str, i64), i64> =
-            std::collections::HashMap::new();
-        for u in updates {
-            for (account, minute) in &u.sends {
-                *sends.entry((account.as_str(), *minute)).or_default() += 1;
-            }
-        }
-
-        let mut tx = self.writer.begin().await?;
-        sqlx::query(
-            "UPDATE messages SET status = j.s, next_attempt_at = j.n, lease_until = NULL, \
-             account_id = COALESCE(j.a, messages.account_id), \
-             message_id_header = COALESCE(j.h, messages.message_id_header), \
-             last_code = j.c, last_reply = j.r, attempt_count = messages.attempt_count + j.t, updated_at = ?1 \
-             FROM (SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.s') AS s, \
-                   json_extract(value, '$.n') AS n, json_extract(value, '$.a') AS a, \
-                   json_extract(value, '$.h') AS h, json_extract(value, '$.c') AS c, \
-                   json_extract(value, '$.r') AS r, json_extract(value, '$.t') AS t FROM json_each(?2)) AS j \
-             WHERE messages.id = j.id AND messages.status = 'sending'",
         )
-        .bind(&now)
-        .bind(&messages)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE message_recipients SET status = j.s, reply = j.r \
-             FROM (SELECT json_extract(value, '$.m') AS m, json_extract(value, '$.p') AS p, \
-                   json_extract(value, '$.s') AS s, json_extract(value, '$.r') AS r FROM json_each(?)) AS j \
-             WHERE message_recipients.message_id = j.m AND message_recipients.position = j.p",
-        )
-        .bind(&recipients)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO attempts (message_id, account_id, account_name, started_at, duration_ms, \
-             outcome, reply, diagnosis_code, note, transcript) \
-             SELECT json_extract(value, '$.m'), json_extract(value, '$.a'), json_extract(value, '$.n'), \
-             json_extract(value, '$.t'), json_extract(value, '$.d'), json_extract(value, '$.o'), \
-             json_extract(value, '$.r'), json_extract(value, '$.c'), json_extract(value, '$.x'), \
-             json_extract(value, '$.l') FROM json_each(?)",
-        )
-        .bind(&attempts)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO events (message_id, kind, detail, at) \
-             SELECT json_extract(value, '$.m'), json_extract(value, '$.k'), json_extract(value, '$.d'), ?1 \
-             FROM json_each(?2)",
-        )
-        .bind(&now)
-        .bind(&events)
-        .execute(&mut *tx)
-        .await?;
-        for ((account, minute), count) in sends {
-            sqlx::query(
-                "INSERT INTO account_sends (account_id, minute, count) VALUES (?, ?, ?) \
-                 ON CONFLICT (account_id, minute) DO UPDATE SET count = count + excluded.count",
-            )
-            .bind(account)
-            .bind(minute)
-            .bind(count)
-            .execute(&mut *tx)
+        .to_string();
+        sqlx::query("INSERT INTO delivery_outcome (doc, at) SELECT value, ?1 FROM json_each(?2)")
+            .bind(ts(OffsetDateTime::now_utc()))
+            .bind(&docs)
+            .execute(&self.writer)
             .await?;
-        }
-        tx.commit().await?;
         Ok(())
     }
 
@@ -1245,6 +1144,32 @@ async fn recipients_of(
         .fetch_all(&mut *conn)
         .await?;
     rows.iter().map(recipient_from_row).collect()
+}
+
+/// Recipients as the claim returns them: `[{"p", "a", "k", "s", "r"}]`, in position order.
+fn recipients_from_json(text: &str) -> Result<Vec<RecipientRow>, StoreError> {
+    #[derive(serde::Deserialize)]
+    struct Row {
+        p: i64,
+        a: String,
+        k: String,
+        s: String,
+        r: Option<String>,
+    }
+    let rows: Vec<Row> = serde_json::from_str(text)
+        .map_err(|e| StoreError::Corrupt(format!("claimed recipients: {e}")))?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(RecipientRow {
+                position: r.p,
+                address: r.a,
+                kind: RecipientKind::parse(&r.k)
+                    .ok_or_else(|| StoreError::Corrupt(format!("recipient kind {}", r.k)))?,
+                status: r.s,
+                reply: r.r,
+            })
+        })
+        .collect()
 }
 
 fn recipient_from_row(r: &SqliteRow) -> Result<RecipientRow, StoreError> {
