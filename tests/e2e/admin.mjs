@@ -375,6 +375,19 @@ test('audit log: changes from the page, the API and the CLI, secrets only as "ch
   noConsoleErrors(page);
 }, { locale: 'es-ES' });
 
+test('a sender (an application role) is told there is nothing to see, in its language', async ({ page }) => {
+  watch(page);
+  await cli(['user', 'add', '--email', 'app@example.com', '--role', 'sender', '--password-stdin'], 'aplicacion de facturas\n');
+  await page.goto(cartero.url + '/');
+  await page.getByLabel('Correo electrónico').fill('app@example.com');
+  await page.getByLabel('Contraseña').fill('aplicacion de facturas');
+  await page.getByRole('button', { name: 'Entrar' }).click();
+  await page.getByText('Su rol (emisor (solo enviar)) sirve para que una aplicación envíe correo').waitFor();
+  assert.equal(await page.locator('header nav').count(), 0, 'no pages in the menu');
+  await page.getByRole('button', { name: 'Cerrar sesión' }).waitFor();
+  noConsoleErrors(page);
+}, { locale: 'es-ES' });
+
 test('login attempts are throttled per email', async ({ page, browser }) => {
   watch(page);
   await page.goto(cartero.url + '/');

@@ -39,6 +39,7 @@ const L = {
   deleted: ['Eliminado.', 'Deleted.'],
   confirm_delete: ['¿Eliminar «{name}»? No se puede deshacer.', 'Delete “{name}”? This cannot be undone.'],
   not_allowed: ['Su rol no permite esta acción.', 'Your role does not allow this action.'],
+  nothing_to_see: ['Su rol ({role}) sirve para que una aplicación envíe correo: no tiene páginas que ver aquí. Pida a un propietario otro rol si necesita ver la configuración o los mensajes.', 'Your role ({role}) is for an application that sends mail: it has no pages to see here. Ask an owner for another role to see the settings or the messages.'],
   // accounts
   accounts_title: ['Cuentas SMTP', 'SMTP accounts'],
   accounts_empty: ['Todavía no hay cuentas. Cree una para empezar a enviar.', 'No accounts yet. Create one to start sending.'],
@@ -397,8 +398,11 @@ function renderHeader(current) {
   document.documentElement.lang = lang;
   const bar = h('div', { class: 'bar' }, h('a', { class: 'brand', href: '#/accounts' }, 'cartero'));
   if (S.session) {
-    bar.append(h('nav', { 'aria-label': t('main_nav') }, h('ul', {},
-      PAGES.filter((p) => can(p[2])).map(([id, key]) => h('li', {}, h('a', { href: '#/' + id, 'aria-current': id === current ? 'page' : null }, t(key)))))));
+    const pages = PAGES.filter((p) => can(p[2]));
+    if (pages.length) {
+      bar.append(h('nav', { 'aria-label': t('main_nav') }, h('ul', {},
+        pages.map(([id, key]) => h('li', {}, h('a', { href: '#/' + id, 'aria-current': id === current ? 'page' : null }, t(key)))))));
+    }
     bar.append(h('div', { class: 'who' },
       h('span', {}, t('logged_as', { email: S.session.user.email, role: roleName(S.session.user.role) })),
       langSwitch(),
@@ -1188,8 +1192,9 @@ async function route() {
       case 'audit': await auditPage(); break;
       case 'accounts': if (parts[1]) { await accountPage(parts[1]); break; } // falls through
       default:
-        if (!can('settings.view') && can('messages.read')) await messagesPage(params);
-        else await accountsPage();
+        if (can('settings.view')) await accountsPage();
+        else if (can('messages.read')) await messagesPage(params);
+        else page(null, 'cartero', alertBox('info', t('nothing_to_see', { role: roleName(S.session.user.role) })));
     }
     // After a navigation, focus moves to the new content (as a page load would reset it);
     // on the first load it stays at the top, where the skip link is the first stop.
