@@ -238,6 +238,31 @@ impl Accounts {
         Ok(probe::run_observed(&request, settings, observer).await)
     }
 
+    /// Tests the fallback account from the environment (`CARTERO_FALLBACK_SMTP_URL`), with
+    /// `overrides` tried on top as for a saved account.
+    pub async fn test_env_fallback(
+        &self,
+        env: &EnvFallback,
+        overrides: Option<AccountInput>,
+        target: TestTarget,
+        settings: &ProbeSettings,
+        observer: Option<probe::Observer>,
+    ) -> Result<ProbeReport, AccountError> {
+        let (spec, secrets) = match overrides {
+            None => (env.spec.clone(), AccountSecrets::default()),
+            Some(patch) => AccountInput::from_spec(&env.spec)
+                .overlay(patch)
+                .parse(env.password.is_some())
+                .map_err(AccountError::Invalid)?,
+        };
+        let stored = AccountCredentials {
+            password: env.password.clone(),
+            imap_password: None,
+        };
+        let request = probe_request(spec, &secrets, stored, target);
+        Ok(probe::run_observed(&request, settings, observer).await)
+    }
+
     // ----- the operator's system fallback account ---------------------------------------
 
     /// The fallback account stored through the API, if any (it lives in the reserved

@@ -63,7 +63,8 @@ use axum::extract::DefaultBodyLimit;
         admin::list_audit,
         get_fallback,
         put_fallback,
-        delete_fallback
+        delete_fallback,
+        test_fallback
     ),
     components(schemas(AccountView, PresetView, FallbackView, AccountInput, TestView, crate::domain::message::MessageInput, messages::MessageView, messages::MessageList, messages::AcceptedView)),
     modifiers(&BearerAuth)
@@ -133,6 +134,7 @@ pub fn api() -> Router<AppState> {
             "/v1/system/fallback",
             get(get_fallback).put(put_fallback).delete(delete_fallback),
         )
+        .route("/v1/system/fallback/test", post(test_fallback))
 }
 
 /// Liveness and database reachability.
@@ -553,6 +555,67 @@ where
         body,
     )
         .into_response())
+}
+
+/// Probar / Test the system fallback account in effect (the one set here, else the
+/// environment's). The body is as for testing a saved account: `send_to`, `send`, and account
+/// fields to try without saving them.
+#[utoipa::path(post, path = "/v1/system/fallback/test", request_body(content = Option<AccountInput>, description = "optional: `send_to`, `send`, and account fields to try unsaved"), responses((status = 200, body = TestView), (status = 404, description = "no fallback account"), (status = 429, description = "too many tests")), security(("bearer" = [])))]
+async fn test_fallback(
+    State(state): State<AppState>,
+    caller: Caller,
+    Extension(locale): Extension<Locale>,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    caller.require(Permission::DefaultsManage)?;
+    let stream = wants_stream(request.headers());
+    let body = axum::body::to_bytes(request.into_body(), state.config.max_body_bytes)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "The request body is too large.",
+                "El cuerpo de la solicitud es demasiado grande.",
+            )
+        })?;
+    let (target, overrides) = test_body(Some(&body))?;
+    let stored = state.accounts.stored_fallback().await?;
+    if stored.is_none() && state.env_fallback.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "There is no system fallback account to test: set one first.",
+            "No hay cuenta genérica del sistema que probar: defina una primero.",
+        ));
+    }
+    check_test_rate(&state, &caller)?;
+    answer_test(locale, stream, move |observer| async move {
+        let report = if let Some(record) = &stored {
+            state
+                .accounts
+                .test_saved(
+                    SYSTEM_PROJECT,
+                    &record.id,
+                    overrides,
+                    target,
+                    &state.probe,
+                    observer,
+                )
+                .await?
+        } else if let Some(env) = &state.env_fallback {
+            state
+                .accounts
+                .test_env_fallback(env, overrides, target, &state.probe, observer)
+                .await?
+        } else {
+            // Checked before the test started; removed meanwhile.
+            return Err(crate::accounts::AccountError::NotFound);
+        };
+        tracing::info!(ok = report.ok, code = ?report.diagnosis.as_ref().map(|d| d.code), "connection test (system fallback)");
+        Ok(report)
+    })
+    .await
 }
 
 /// Probar / Test an account before saving it: the body is an account (as for creation) plus

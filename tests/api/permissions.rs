@@ -47,6 +47,12 @@ async fn every_route_checks_its_permission() {
             Permission::DefaultsManage,
         ),
         (
+            Method::POST,
+            "/v1/system/fallback/test",
+            Some(json!({"send": false})),
+            Permission::DefaultsManage,
+        ),
+        (
             Method::DELETE,
             "/v1/system/fallback",
             None,

@@ -529,3 +529,74 @@ async fn the_pages_are_served_with_a_content_security_policy() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_fallback_account_in_effect_can_be_tested() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    // Nothing to test yet.
+    let app = spawn_app().await;
+    let (status, body) = app
+        .owner_json(Method::POST, "/v1/system/fallback/test", None)
+        .await;
+    assert_eq!(status, 404, "{body}");
+
+    // The environment's fallback.
+    let app = crate::helpers::spawn_app_with(move |c| {
+        c.fallback_smtp_url = Some(cartero::secrets::Secret::new(format!(
+            "smtp://127.0.0.1:{closed}?from=ops@acme.example"
+        )));
+    })
+    .await;
+    let (status, report) = app
+        .owner_json(
+            Method::POST,
+            "/v1/system/fallback/test",
+            Some(&json!({"send": false})),
+        )
+        .await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["diagnosis"]["code"], "connection_refused");
+    // An admin (no defaults.manage) may not.
+    let admin = app.token("default", Role::Admin).await;
+    assert_eq!(
+        app.call(
+            Method::POST,
+            "/v1/system/fallback/test",
+            Some(&admin),
+            Some(&json!({}))
+        )
+        .await
+        .status(),
+        403
+    );
+
+    // One set through the API wins, and a test of it as stored is kept on it.
+    app.owner_json(
+        Method::PUT,
+        "/v1/system/fallback",
+        Some(
+            &json!({"host": "127.0.0.1", "port": closed, "security": "none",
+                     "from_email": "avisos@acme.example"}),
+        ),
+    )
+    .await;
+    let (_, report) = app
+        .owner_json(
+            Method::POST,
+            "/v1/system/fallback/test",
+            Some(&json!({"send": false})),
+        )
+        .await;
+    assert_eq!(report["diagnosis"]["code"], "connection_refused");
+    let (_, fallback) = app
+        .owner_json(Method::GET, "/v1/system/fallback", None)
+        .await;
+    assert_eq!(fallback["source"], "api");
+    assert_eq!(
+        fallback["account"]["last_test"]["code"],
+        "connection_refused"
+    );
+}

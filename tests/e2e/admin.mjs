@@ -290,6 +290,12 @@ test('fallback account: an admin sees it, only defaults.manage (owner) changes i
   await page.getByRole('button', { name: 'Guardar' }).click();
   await page.getByText('Definida aquí.').waitFor();
   assert.equal(await page.getByLabel('Servidor SMTP').inputValue(), '127.0.0.1');
+  // Probar on the fallback in effect: this server wants AUTH after STARTTLS, which this plain
+  // fallback cannot do, and the page says so with the fix.
+  await page.getByRole('button', { name: 'Probar conexión' }).click();
+  const diagnosis = page.locator('#test-result [data-code]');
+  await diagnosis.waitFor({ timeout: 30000 });
+  assert.match(await diagnosis.innerText(), /Cómo arreglarlo/);
   await screenshot(page, 'es-fallback');
   noConsoleErrors(page);
 }, { locale: 'es-ES' });

@@ -576,7 +576,7 @@ async function accountPage(id) {
   page('accounts', title, editable ? null : readOnlyNote(), form);
 }
 
-async function accountForm({ account, editable, mode }) {
+async function accountForm({ account, editable, mode, source }) {
   const a = account || { enabled: true, type: 'system', priority: 0, tls_verify: true, security: 'starttls', port: 587, limits: {} };
   const list = await presets();
   const box = h('div');
@@ -732,8 +732,12 @@ async function accountForm({ account, editable, mode }) {
     return form;
   }
 
-  // Probar conexión: the form's current values, stages shown as they complete.
-  if (!isFallback) {
+  // Probar conexión: the form's current values, stages shown as they complete. The fallback
+  // screen tests the fallback in effect (or, before there is one, the form as a new account).
+  const testUrl = isFallback
+    ? (source && source !== 'none' ? '/v1/system/fallback/test' : can('accounts.manage') ? '/v1/accounts/test' : null)
+    : account ? '/v1/accounts/' + encodeURIComponent(account.id) + '/test' : '/v1/accounts/test';
+  if (testUrl) {
     const stages = h('ol', { class: 'stages', 'aria-live': 'polite', 'aria-label': t('test_title') });
     const result = h('div', { id: 'test-result' });
     const testButton = h('button', { type: 'button', class: 'secondary', id: 'test-button' }, t('test_button'));
@@ -747,7 +751,7 @@ async function accountForm({ account, editable, mode }) {
       const b = body();
       const to = str(sendTo.value);
       if (to) b.send_to = to;
-      const url = account ? '/v1/accounts/' + encodeURIComponent(account.id) + '/test' : '/v1/accounts/test';
+      const url = testUrl;
       let finished = false;
       try {
         const r = await api('POST', url, b, { stream: true });
@@ -862,7 +866,7 @@ async function fallbackPage() {
   const note = alertBox('info', source === 'environment' ? t('fallback_env') : source === 'api' ? t('fallback_api') : t('fallback_none'));
   // A fallback from the environment has its password there: saving here needs it typed.
   const account = r.data.account && source !== 'api' ? Object.assign({}, r.data.account, { password_set: false }) : r.data.account;
-  const form = await accountForm({ account, editable, mode: 'fallback' });
+  const form = await accountForm({ account, editable, mode: 'fallback', source });
   const extra = [];
   if (editable && source === 'api') {
     extra.push(h('div', { class: 'actions' }, deleteButton(t('fallback_remove'), t('fallback_title'), '/v1/system/fallback',
