@@ -469,18 +469,7 @@ async fn test_saved_account(
     request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     caller.require(Permission::AccountsManage)?;
-    let stream = wants_stream(request.headers());
-    let body = axum::body::to_bytes(request.into_body(), state.config.max_body_bytes)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "The request body is too large.",
-                "El cuerpo de la solicitud es demasiado grande.",
-            )
-        })?;
-    let (target, overrides) = test_body(Some(&body))?;
+    let (stream, target, overrides) = saved_test_request(&state, request).await?;
     // Check the account exists before spending the project's test budget on it.
     state.accounts.get(&caller.project_id, &id).await?;
     check_test_rate(&state, &caller)?;
@@ -494,6 +483,27 @@ async fn test_saved_account(
         Ok(report)
     })
     .await
+}
+
+/// A test request for an account that exists (saved or fallback): whether to stream, where to
+/// send, and the fields to try unsaved. The body is optional, so it is read by hand.
+async fn saved_test_request(
+    state: &AppState,
+    request: axum::extract::Request,
+) -> Result<(bool, TestTarget, Option<AccountInput>), ApiError> {
+    let stream = wants_stream(request.headers());
+    let body = axum::body::to_bytes(request.into_body(), state.config.max_body_bytes)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "The request body is too large.",
+                "El cuerpo de la solicitud es demasiado grande.",
+            )
+        })?;
+    let (target, overrides) = test_body(Some(&body))?;
+    Ok((stream, target, overrides))
 }
 
 /// Whether the client asked for the test's stages as they complete (`application/x-ndjson`).
@@ -568,18 +578,7 @@ async fn test_fallback(
     request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     caller.require(Permission::DefaultsManage)?;
-    let stream = wants_stream(request.headers());
-    let body = axum::body::to_bytes(request.into_body(), state.config.max_body_bytes)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "The request body is too large.",
-                "El cuerpo de la solicitud es demasiado grande.",
-            )
-        })?;
-    let (target, overrides) = test_body(Some(&body))?;
+    let (stream, target, overrides) = saved_test_request(&state, request).await?;
     let stored = state.accounts.stored_fallback().await?;
     if stored.is_none() && state.env_fallback.is_none() {
         return Err(ApiError::new(
