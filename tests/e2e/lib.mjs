@@ -116,6 +116,12 @@ export async function run() {
   const selected = only ? tests.filter((t) => t.name.includes(only)) : tests;
   const timeoutMs = Number(process.env.E2E_TEST_TIMEOUT_MS || 60000);
   console.log(`1..${selected.length}`);
+  // A failure screenshot from an earlier run would read as a failure of this one.
+  if (fs.existsSync(ARTIFACTS)) {
+    for (const f of fs.readdirSync(ARTIFACTS)) {
+      if (f.startsWith('FAILED-')) fs.rmSync(path.join(ARTIFACTS, f), { force: true });
+    }
+  }
   let failed = 0;
   const browser = await launch();
   try {
