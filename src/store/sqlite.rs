@@ -672,17 +672,15 @@ impl Store for SqliteStore {
     ) -> Result<Vec<ClaimedMessage>, StoreError> {
         // One statement (its own transaction, one round trip): the claim returns each
         // message's body and recipients with it.
-        let rows = sqlx::query(
+        let rows = sqlx::query(concat!(
             "UPDATE messages SET status = 'sending', lease_until = ? \
              WHERE id IN (SELECT id FROM messages WHERE status IN ('queued', 'deferred') \
                           AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?) \
              RETURNING id, project_id, message_type, message_id_header, attempt_count, expires_at, \
-               (SELECT content FROM message_bodies b WHERE b.message_id = messages.id) AS content, \
-               (SELECT json_group_array(json_object('p', position, 'a', address, 'k', kind, \
-                                                    's', status, 'r', reply)) \
-                FROM (SELECT position, address, kind, status, reply FROM message_recipients r \
-                      WHERE r.message_id = messages.id ORDER BY position)) AS recipients",
-        )
+               (SELECT content FROM message_bodies b WHERE b.message_id = messages.id) AS content, ",
+            recipients_of_messages!(),
+            " AS recipients"
+        ))
         .bind(now_ms + lease_ms)
         .bind(now_ms)
         .bind(limit)
@@ -776,22 +774,19 @@ impl Store for SqliteStore {
         project_id: &str,
         id: &str,
     ) -> Result<Option<MessageRow>, StoreError> {
-        let row = sqlx::query(
-            "SELECT m.*, b.content FROM messages m JOIN message_bodies b ON b.message_id = m.id \
-             WHERE m.project_id = ? AND m.id = ?",
-        )
+        sqlx::query(concat!(
+            "SELECT messages.*, b.content, ",
+            recipients_of_messages!(),
+            " AS recipients FROM messages JOIN message_bodies b ON b.message_id = messages.id \
+             WHERE messages.project_id = ? AND messages.id = ?"
+        ))
         .bind(project_id)
         .bind(id)
         .fetch_optional(&self.pool)
-        .await?;
-        match row {
-            None => Ok(None),
-            Some(row) => {
-                let mut conn = self.pool.acquire().await?;
-                let recipients = recipients_of(&mut conn, id).await?;
-                Ok(Some(message_from_row(&row, recipients)?))
-            }
-        }
+        .await?
+        .as_ref()
+        .map(message_from_row)
+        .transpose()
     }
 
     async fn message_attempts(&self, id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
@@ -839,16 +834,19 @@ impl Store for SqliteStore {
         project_id: &str,
         f: &MessageFilter,
     ) -> Result<Vec<MessageRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT m.*, b.content FROM messages m JOIN message_bodies b ON b.message_id = m.id \
-             WHERE m.project_id = ?1 \
-             AND (?2 IS NULL OR m.status = ?2) \
-             AND (?3 IS NULL OR m.message_type = ?3) \
-             AND (?4 IS NULL OR m.created_at >= ?4) \
-             AND (?5 IS NULL OR m.id < ?5) \
-             AND (?6 IS NULL OR EXISTS (SELECT 1 FROM message_recipients r WHERE r.message_id = m.id AND r.address = ?6)) \
-             ORDER BY m.id DESC LIMIT ?7",
-        )
+        sqlx::query(concat!(
+            "SELECT messages.*, b.content, ",
+            recipients_of_messages!(),
+            " AS recipients FROM messages JOIN message_bodies b ON b.message_id = messages.id \
+             WHERE messages.project_id = ?1 \
+             AND (?2 IS NULL OR messages.status = ?2) \
+             AND (?3 IS NULL OR messages.message_type = ?3) \
+             AND (?4 IS NULL OR messages.created_at >= ?4) \
+             AND (?5 IS NULL OR messages.id < ?5) \
+             AND (?6 IS NULL OR EXISTS (SELECT 1 FROM message_recipients r \
+                                        WHERE r.message_id = messages.id AND r.address = ?6)) \
+             ORDER BY messages.id DESC LIMIT ?7"
+        ))
         .bind(project_id)
         .bind(f.status.map(|s| s.as_str()))
         .bind(f.message_type.as_deref())
@@ -857,15 +855,10 @@ impl Store for SqliteStore {
         .bind(f.to.as_deref())
         .bind(f.limit)
         .fetch_all(&self.pool)
-        .await?;
-        let mut conn = self.pool.acquire().await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let id: String = row.try_get("id")?;
-            let recipients = recipients_of(&mut conn, &id).await?;
-            out.push(message_from_row(&row, recipients)?);
-        }
-        Ok(out)
+        .await?
+        .iter()
+        .map(message_from_row)
+        .collect()
     }
 
     async fn retry_message(
@@ -1135,18 +1128,19 @@ async fn add_event(
     Ok(())
 }
 
-async fn recipients_of(
-    conn: &mut sqlx::SqliteConnection,
-    message_id: &str,
-) -> Result<Vec<RecipientRow>, StoreError> {
-    let rows = sqlx::query("SELECT position, address, kind, status, reply FROM message_recipients WHERE message_id = ? ORDER BY position")
-        .bind(message_id)
-        .fetch_all(&mut *conn)
-        .await?;
-    rows.iter().map(recipient_from_row).collect()
+/// A message's recipients as one JSON value `[{"p", "a", "k", "s", "r"}]` in position order, for
+/// a query over `messages`: every read of messages brings its recipients in the same statement.
+macro_rules! recipients_of_messages {
+    () => {
+        "(SELECT json_group_array(json_object('p', position, 'a', address, 'k', kind, \
+                                              's', status, 'r', reply)) \
+          FROM (SELECT position, address, kind, status, reply FROM message_recipients r \
+                WHERE r.message_id = messages.id ORDER BY position))"
+    };
 }
+use recipients_of_messages;
 
-/// Recipients as the claim returns them: `[{"p", "a", "k", "s", "r"}]`, in position order.
+/// Recipients as [`recipients_of_messages`] returns them.
 fn recipients_from_json(text: &str) -> Result<Vec<RecipientRow>, StoreError> {
     #[derive(serde::Deserialize)]
     struct Row {
@@ -1172,22 +1166,7 @@ fn recipients_from_json(text: &str) -> Result<Vec<RecipientRow>, StoreError> {
         .collect()
 }
 
-fn recipient_from_row(r: &SqliteRow) -> Result<RecipientRow, StoreError> {
-    let kind: String = r.try_get("kind")?;
-    Ok(RecipientRow {
-        position: r.try_get("position")?,
-        address: r.try_get("address")?,
-        kind: RecipientKind::parse(&kind)
-            .ok_or_else(|| StoreError::Corrupt(format!("recipient kind {kind}")))?,
-        status: r.try_get("status")?,
-        reply: r.try_get("reply")?,
-    })
-}
-
-fn message_from_row(
-    row: &SqliteRow,
-    recipients: Vec<RecipientRow>,
-) -> Result<MessageRow, StoreError> {
+fn message_from_row(row: &SqliteRow) -> Result<MessageRow, StoreError> {
     let status: String = row.try_get("status")?;
     Ok(MessageRow {
         id: row.try_get("id")?,
@@ -1206,7 +1185,7 @@ fn message_from_row(
         last_reply: row.try_get("last_reply")?,
         created_at: parse_ts(&row.try_get::<String, _>("created_at")?)?,
         updated_at: parse_ts(&row.try_get::<String, _>("updated_at")?)?,
-        recipients,
+        recipients: recipients_from_json(&row.try_get::<String, _>("recipients")?)?,
     })
 }
 
