@@ -79,9 +79,10 @@ impl SendWindow {
         for (max, span) in [(limits.per_hour, 60), (limits.per_day, 1440)] {
             if let Some(max) = max {
                 let since = this_minute - span + 1;
-                if self.sum_since(since) >= u64::from(max) {
+                let sent = self.sum_since(since);
+                if sent >= u64::from(max) {
                     // Free when enough of the oldest minutes leave the window.
-                    let mut excess = self.sum_since(since) + 1 - u64::from(max);
+                    let mut excess = sent + 1 - u64::from(max);
                     let mut at = now_ms + MINUTE_MS;
                     for (&m, &c) in self.buckets.range(since..) {
                         at = (m + span) * MINUTE_MS;

@@ -43,10 +43,6 @@ impl Candidate {
             paused_until: record.paused_until,
         })
     }
-
-    pub fn label(&self) -> String {
-        self.spec.name.clone()
-    }
 }
 
 /// The routing table at one configuration version.
@@ -153,19 +149,5 @@ impl Routes {
             return Route::AllPaused { until_ms };
         }
         Route::Candidates(ready)
-    }
-
-    /// Marks an account paused in this table (the store is updated by the caller).
-    pub fn pause(&mut self, id: &str, until_ms: i64) {
-        for c in self
-            .by_type
-            .values_mut()
-            .flatten()
-            .chain(self.fallback.iter_mut())
-        {
-            if c.id.as_deref() == Some(id) {
-                c.paused_until = Some(until_ms);
-            }
-        }
     }
 }

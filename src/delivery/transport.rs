@@ -281,15 +281,6 @@ impl Transport {
     }
 }
 
-fn reply_of(r: &smtp_proto::Response<String>) -> SmtpReply {
-    let e = r.esc;
-    SmtpReply::new(
-        r.code,
-        (e[0] != 0).then(|| (e[0], u16::from(e[1]), u16::from(e[2]))),
-        r.message.clone(),
-    )
-}
-
 /// MAIL, RCPT…, DATA on an open session. `Err` means the session must not be reused.
 async fn transaction(
     session: &mut Session,
@@ -335,7 +326,7 @@ async fn transaction(
             .await
             .map_err(|e| lost(Stage::MailFrom, e))?
             .iter()
-            .map(reply_of)
+            .map(smtp::to_reply)
             .collect()
     } else {
         let mut out = Vec::with_capacity(commands.len());
@@ -350,7 +341,7 @@ async fn transaction(
                     e,
                 )
             })?;
-            let r = reply_of(&r);
+            let r = smtp::to_reply(&r);
             let refused_sender = i == 0 && !(200..300).contains(&r.code);
             out.push(r);
             if refused_sender {

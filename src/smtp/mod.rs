@@ -273,7 +273,8 @@ pub struct Session {
     pub reply_timeout: Duration,
 }
 
-fn to_reply(r: &Response<String>) -> SmtpReply {
+/// A reply as the diagnosis classifier takes it.
+pub(crate) fn to_reply(r: &Response<String>) -> SmtpReply {
     let e = r.esc;
     SmtpReply::new(
         r.code,

@@ -217,11 +217,6 @@ pub struct MessageRow {
 }
 
 #[derive(Debug, Clone)]
-pub struct StoredAttempt {
-    pub record: AttemptRecord,
-}
-
-#[derive(Debug, Clone)]
 pub struct EventRow {
     pub kind: String,
     pub detail: Option<String>,
