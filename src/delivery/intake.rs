@@ -54,8 +54,8 @@ pub struct Intake {
     max_lifetime: Duration,
 }
 
-/// Most messages written in one transaction.
-const MAX_BATCH: usize = 512;
+/// Most messages written in one statement.
+const MAX_BATCH: usize = super::MAX_BATCH;
 
 impl Intake {
     /// Starts the committer; `wake` is notified after each commit (the dispatcher waits on it).
@@ -70,27 +70,20 @@ impl Intake {
         let committer_wake = wake.clone();
         tokio::spawn(async move {
             let wake = committer_wake;
-            while let Some(first) = rx.recv().await {
-                let mut jobs = vec![first];
-                while jobs.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(job) => jobs.push(job),
-                        Err(_) => break,
-                    }
-                }
-                let batch: Vec<NewMessage> = jobs.iter().map(|j| j.message.clone()).collect();
-                let result = committer_store.enqueue(&batch).await;
-                match result {
+            while let Some(jobs) = super::recv_batch(&mut rx, MAX_BATCH).await {
+                let (batch, replies): (Vec<NewMessage>, Vec<_>) =
+                    jobs.into_iter().map(|j| (j.message, j.reply)).unzip();
+                match committer_store.enqueue(&batch).await {
                     Ok(outcomes) => {
-                        for (job, outcome) in jobs.into_iter().zip(outcomes) {
-                            let _ = job.reply.send(Ok(outcome));
+                        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                            let _ = reply.send(Ok(outcome));
                         }
                         wake.notify_one();
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, batch = jobs.len(), "storing messages failed");
-                        for job in jobs {
-                            let _ = job.reply.send(Err(e.to_string()));
+                        tracing::error!(error = %e, batch = batch.len(), "storing messages failed");
+                        for reply in replies {
+                            let _ = reply.send(Err(e.to_string()));
                         }
                     }
                 }

@@ -69,6 +69,30 @@ impl Default for DeliverySettings {
     }
 }
 
+/// Most messages written by one statement (a group commit or a batch of outcomes).
+pub const MAX_BATCH: usize = 512;
+
+/// Waits for one item, then takes what else is already waiting, up to `max` in all; `None`
+/// once the channel is closed and empty. The batches of group commit and outcome records.
+pub async fn recv_batch<T>(rx: &mut mpsc::Receiver<T>, max: usize) -> Option<Vec<T>> {
+    let first = rx.recv().await?;
+    let mut batch = vec![first];
+    batch.extend(recv_ready(rx, max - 1));
+    Some(batch)
+}
+
+/// Up to `max` items that are already waiting, without waiting.
+fn recv_ready<T>(rx: &mut mpsc::Receiver<T>, max: usize) -> Vec<T> {
+    let mut out = Vec::new();
+    while out.len() < max {
+        match rx.try_recv() {
+            Ok(item) => out.push(item),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
 pub fn now_ms() -> i64 {
     (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
@@ -671,14 +695,10 @@ async fn record_outcomes(
     mut rx: mpsc::Receiver<(DeliveryUpdate, OwnedSemaphorePermit)>,
 ) {
     while let Some(first) = rx.recv().await {
+        // Let more outcomes gather behind the first.
         tokio::time::sleep(RECORD_LINGER).await;
         let mut batch = vec![first];
-        while batch.len() < 512 {
-            match rx.try_recv() {
-                Ok(item) => batch.push(item),
-                Err(_) => break,
-            }
-        }
+        batch.extend(recv_ready(&mut rx, MAX_BATCH - 1));
         let (updates, permits): (Vec<DeliveryUpdate>, Vec<OwnedSemaphorePermit>) =
             batch.into_iter().unzip();
         let mut delay = Duration::from_millis(100);

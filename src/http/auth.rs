@@ -14,6 +14,7 @@ use axum::http::{Method, StatusCode, header};
 use super::AppState;
 use super::error::ApiError;
 use crate::audit::{Actor, Via};
+use crate::delivery::now_ms;
 use crate::domain::permission::{Permission, Role};
 use crate::tokens;
 
@@ -55,10 +56,6 @@ pub fn session_cookie(parts: &Parts) -> Option<String> {
         .find(|(name, _)| *name == SESSION_COOKIE)
         .map(|(_, value)| value.trim().to_string())
         .filter(|v| !v.is_empty())
-}
-
-pub fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 fn csrf_failed() -> ApiError {

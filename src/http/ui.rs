@@ -14,10 +14,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
-use super::auth::{Caller, SESSION_COOKIE, now_ms, session_cookie};
+use super::auth::{Caller, SESSION_COOKIE, session_cookie};
 use super::error::ApiError;
 use super::json::ValidJson;
 use crate::audit::{self, Actor, Via};
+use crate::delivery::now_ms;
 use crate::users::SESSION_TTL_MS;
 
 const INDEX_HTML: &str = include_str!("ui/index.html");
