@@ -240,14 +240,21 @@ impl Config {
                     .map(Duration::from_secs)
                     .unwrap_or(default))
             };
-        let deny_private_destinations = match env("CARTERO_DENY_PRIVATE_DESTINATIONS") {
-            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => true,
-                "0" | "false" | "no" | "off" => false,
-                _ => bail!("CARTERO_DENY_PRIVATE_DESTINATIONS `{v}` must be true or false"),
-            },
-            None => file.network.deny_private_destinations.unwrap_or(false),
+        let flag = |env_name: &str, file: Option<bool>, default: bool| -> anyhow::Result<bool> {
+            match env(env_name) {
+                Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+                    "1" | "true" | "yes" | "on" => Ok(true),
+                    "0" | "false" | "no" | "off" => Ok(false),
+                    _ => bail!("{env_name} `{v}` must be true or false"),
+                },
+                None => Ok(file.unwrap_or(default)),
+            }
         };
+        let deny_private_destinations = flag(
+            "CARTERO_DENY_PRIVATE_DESTINATIONS",
+            file.network.deny_private_destinations,
+            defaults.deny_private_destinations,
+        )?;
         let network = NetworkConfig {
             deny_private_destinations,
             tls_ca_file: env("CARTERO_TLS_CA_FILE")
@@ -276,17 +283,11 @@ impl Config {
             helo_name: env("CARTERO_HELO_NAME")
                 .or(file.network.helo_name)
                 .unwrap_or(defaults.helo_name),
-            secure_cookies: match env("CARTERO_SECURE_COOKIES") {
-                Some(v) => match v.trim().to_ascii_lowercase().as_str() {
-                    "1" | "true" | "yes" | "on" => true,
-                    "0" | "false" | "no" | "off" => false,
-                    _ => bail!("CARTERO_SECURE_COOKIES `{v}` must be true or false"),
-                },
-                None => file
-                    .network
-                    .secure_cookies
-                    .unwrap_or(defaults.secure_cookies),
-            },
+            secure_cookies: flag(
+                "CARTERO_SECURE_COOKIES",
+                file.network.secure_cookies,
+                defaults.secure_cookies,
+            )?,
         };
 
         let d = crate::delivery::DeliverySettings::default();

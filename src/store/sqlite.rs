@@ -307,13 +307,7 @@ impl Store for SqliteStore {
             .bind(ts(OffsetDateTime::now_utc()))
             .execute(&self.writer)
             .await
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::Conflict(id.to_string())
-                } else {
-                    e.into()
-                }
-            })?;
+            .map_err(|e| name_conflict(e, id))?;
         Ok(())
     }
 
@@ -340,13 +334,7 @@ impl Store for SqliteStore {
         .bind(ts(u.created_at))
         .execute(&self.writer)
         .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                StoreError::Conflict(u.email.clone())
-            } else {
-                e.into()
-            }
-        })?;
+        .map_err(|e| name_conflict(e, &u.email))?;
         Ok(())
     }
 
