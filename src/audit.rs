@@ -78,14 +78,12 @@ pub async fn record(
 }
 
 /// Records a change of an account (created when `before` is `None`) with what changed.
-/// `secrets_set` names the secrets the change set (see [`secrets_in`]).
 pub async fn account(
     store: &dyn Store,
     actor: &Actor,
     action: &str,
     before: Option<&AccountRecord>,
     after: &AccountRecord,
-    secrets_set: &[&str],
 ) {
     record(
         store,
@@ -93,7 +91,7 @@ pub async fn account(
         actor,
         action,
         Some(&after.id),
-        Some(account_changes(before, after, secrets_set)),
+        Some(account_changes(before, after)),
     )
     .await;
 }
@@ -129,12 +127,9 @@ fn account_fields(record: &AccountRecord) -> Map<String, Value> {
 }
 
 /// What changed between two versions of an account: `{"field": {"from", "to"}}`, with
-/// secrets as `"changed"` (never a value). `secrets_set` names secrets the change set.
-pub fn account_changes(
-    before: Option<&AccountRecord>,
-    after: &AccountRecord,
-    secrets_set: &[&str],
-) -> Value {
+/// secrets as `"changed"` or `"removed"`, never a value. A secret is sealed with a fresh nonce
+/// every time it is set, so a different sealed value is a secret that was set.
+pub fn account_changes(before: Option<&AccountRecord>, after: &AccountRecord) -> Value {
     let old = before.map(account_fields).unwrap_or_default();
     let new = account_fields(after);
     let mut changed = Map::new();
@@ -158,37 +153,23 @@ pub fn account_changes(
             changed.insert(key.clone(), json!({"from": old[key], "to": null}));
         }
     }
-    for secret in secrets_set {
-        changed.insert((*secret).to_string(), json!("changed"));
-    }
-    for (key, was) in &old {
-        if key.ends_with("password_set")
-            && was == &json!(true)
-            && new.get(key) != Some(&json!(true))
-            && !changed.contains_key(key.trim_end_matches("_set"))
-        {
-            let name = key.trim_end_matches("_set");
-            changed.insert(name.to_string(), json!("removed"));
+    let sealed = |r: Option<&AccountRecord>| {
+        r.map(|r| (r.password_sealed.clone(), r.imap_password_sealed.clone()))
+            .unwrap_or_default()
+    };
+    let (was, now) = (sealed(before), sealed(Some(after)));
+    for (name, was, now) in [("password", was.0, now.0), ("imap.password", was.1, now.1)] {
+        match (was, now) {
+            (Some(_), None) => {
+                changed.insert(name.into(), json!("removed"));
+            }
+            (was, Some(now)) if was.as_ref() != Some(&now) => {
+                changed.insert(name.into(), json!("changed"));
+            }
+            _ => {}
         }
     }
     json!({ "name": after.spec.name, "changed": changed })
-}
-
-/// The secrets an account input sets (names as the audit log shows them).
-pub fn secrets_in(input: &crate::domain::account::AccountInput) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    if matches!(input.password, Some(Some(_))) {
-        out.push("password");
-    }
-    if input
-        .imap
-        .as_ref()
-        .and_then(|i| i.as_ref())
-        .is_some_and(|i| matches!(i.password, Some(Some(_))))
-    {
-        out.push("imap.password");
-    }
-    out
 }
 
 #[cfg(test)]
@@ -227,7 +208,7 @@ mod tests {
                                    "password": "ip", "folder": "INBOX"});
         let with = record(with_imap, true, true);
 
-        let added = account_changes(Some(&without), &with, &["imap.password"]);
+        let added = account_changes(Some(&without), &with);
         let changed = added["changed"].as_object().unwrap();
         assert!(!changed.contains_key("imap"), "{added}");
         assert_eq!(
@@ -236,7 +217,7 @@ mod tests {
         );
         assert_eq!(changed["imap.password"], "changed");
 
-        let removed = account_changes(Some(&with), &without, &[]);
+        let removed = account_changes(Some(&with), &without);
         let changed = removed["changed"].as_object().unwrap();
         assert_eq!(
             changed["imap.host"],
@@ -249,8 +230,8 @@ mod tests {
     #[test]
     fn an_unchanged_account_has_no_changes_and_a_new_one_lists_only_what_is_set() {
         let a = record(base(), true, false);
-        assert_eq!(account_changes(Some(&a), &a, &[])["changed"], json!({}));
-        let created = account_changes(None, &a, &["password"]);
+        assert_eq!(account_changes(Some(&a), &a)["changed"], json!({}));
+        let created = account_changes(None, &a);
         assert_eq!(
             created["changed"]["host"],
             json!({"to": "smtp.example.com"})

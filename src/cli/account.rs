@@ -245,15 +245,7 @@ pub async fn run(
                 .create(&common.project, &input)
                 .await
                 .map_err(explain)?;
-            audit::account(
-                store,
-                &Actor::cli(),
-                "account.create",
-                None,
-                &record,
-                &audit::secrets_in(&input),
-            )
-            .await;
+            audit::account(store, &Actor::cli(), "account.create", None, &record).await;
             print_account(&record, common.json, "Created")?;
         }
         AccountCommand::List { common } => {
@@ -289,7 +281,6 @@ pub async fn run(
         AccountCommand::Update { id, fields, common } => {
             let patch = fields.into_input()?;
             let before = accounts.get(&common.project, &id).await.map_err(explain)?;
-            let secrets = audit::secrets_in(&patch);
             let record = accounts
                 .update(&common.project, &id, patch)
                 .await
@@ -300,7 +291,6 @@ pub async fn run(
                 "account.update",
                 Some(&before),
                 &record,
-                &secrets,
             )
             .await;
             print_account(&record, common.json, "Updated")?;
@@ -404,7 +394,6 @@ async fn set_enabled(
         "account.update",
         Some(&before),
         &record,
-        &[],
     )
     .await;
     print_account(

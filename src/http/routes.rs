@@ -209,7 +209,6 @@ async fn create_account(
         "account.create",
         None,
         &record,
-        &audit::secrets_in(&input),
     )
     .await;
     Ok((StatusCode::CREATED, Json(AccountView::from(&record))))
@@ -236,7 +235,6 @@ async fn update_account(
 ) -> Result<Json<AccountView>, ApiError> {
     caller.require(Permission::AccountsManage)?;
     let before = state.accounts.get(&caller.project_id, &id).await?;
-    let secrets = audit::secrets_in(&patch);
     let record = state
         .accounts
         .update(&caller.project_id, &id, patch)
@@ -248,7 +246,6 @@ async fn update_account(
         "account.update",
         Some(&before),
         &record,
-        &secrets,
     )
     .await;
     Ok(Json(AccountView::from(&record)))
@@ -353,7 +350,6 @@ async fn put_fallback(
 ) -> Result<Json<FallbackView>, ApiError> {
     caller.require(Permission::DefaultsManage)?;
     let before = state.accounts.stored_fallback().await?;
-    let secrets = audit::secrets_in(&input);
     let record = state.accounts.put_fallback(input).await?;
     tracing::info!(by_token = %caller.token_id, "system fallback account set");
     crate::audit::record(
@@ -362,7 +358,7 @@ async fn put_fallback(
         &caller.actor,
         "fallback.set",
         Some(&record.id),
-        Some(audit::account_changes(before.as_ref(), &record, &secrets)),
+        Some(audit::account_changes(before.as_ref(), &record)),
     )
     .await;
     Ok(Json(fallback_view(&state).await?))
