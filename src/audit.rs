@@ -40,6 +40,22 @@ pub struct Actor {
 }
 
 impl Actor {
+    /// A person logged in to the web admin.
+    pub fn user(email: &str) -> Actor {
+        Actor {
+            name: format!("user:{email}"),
+            via: Via::Ui,
+        }
+    }
+
+    /// An application with an API token.
+    pub fn token(name: &str) -> Actor {
+        Actor {
+            name: format!("token:{name}"),
+            via: Via::Api,
+        }
+    }
+
     /// The operator at the command line (the OS user, when known).
     pub fn cli() -> Actor {
         let user = std::env::var("SUDO_USER")

@@ -8,13 +8,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
 
 use super::AppState;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::json::ValidJson;
+use super::views::rfc3339;
 use crate::audit;
 use crate::domain::permission::{Permission, Role};
 use crate::domain::validation::FieldError;
@@ -48,10 +48,6 @@ impl From<UserError> for ApiError {
             UserError::Hash(e) => anyhow::anyhow!("password hashing: {e}").into(),
         }
     }
-}
-
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
 }
 
 fn parse_role(value: &str) -> Result<Role, FieldError> {

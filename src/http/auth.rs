@@ -13,7 +13,7 @@ use axum::http::{Method, StatusCode, header};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::audit::{Actor, Via};
+use crate::audit::Actor;
 use crate::delivery::now_ms;
 use crate::domain::permission::{Permission, Role};
 use crate::tokens;
@@ -86,10 +86,7 @@ impl FromRequestParts<AppState> for Caller {
             return Ok(Caller {
                 project_id: record.project_id,
                 role: record.role,
-                actor: Actor {
-                    name: format!("token:{}", record.name),
-                    via: Via::Api,
-                },
+                actor: Actor::token(&record.name),
                 token_id: record.id,
                 session: None,
             });
@@ -114,10 +111,7 @@ impl FromRequestParts<AppState> for Caller {
             project_id: user.project_id,
             role: user.role,
             token_id: format!("user:{}", user.id),
-            actor: Actor {
-                name: format!("user:{}", user.email),
-                via: Via::Ui,
-            },
+            actor: Actor::user(&user.email),
             session: Some(session.id_hash),
         })
     }

@@ -14,6 +14,7 @@ use super::AppState;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::json::ValidJson;
+use super::views::rfc3339;
 use crate::delivery::intake::SubmitError;
 use crate::domain::i18n::{Locale, Text};
 use crate::domain::message::{Content, MessageInput, MessageStatus};
@@ -234,10 +235,6 @@ pub struct MessageView {
     pub attempts: Option<Vec<AttemptView>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<EventView>>,
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
 }
 
 fn millis(ms: i64) -> String {

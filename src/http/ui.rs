@@ -17,7 +17,7 @@ use super::AppState;
 use super::auth::{Caller, SESSION_COOKIE, session_cookie};
 use super::error::ApiError;
 use super::json::ValidJson;
-use crate::audit::{self, Actor, Via};
+use crate::audit::{self, Actor};
 use crate::delivery::now_ms;
 use crate::users::SESSION_TTL_MS;
 
@@ -189,10 +189,7 @@ async fn login(
         ));
     };
     state.login_throttle.succeeded(&key, &peer.ip().to_string());
-    let actor = Actor {
-        name: format!("user:{}", opened.user.email),
-        via: Via::Ui,
-    };
+    let actor = Actor::user(&opened.user.email);
     audit::record(
         state.store.as_ref(),
         &opened.user.project_id,

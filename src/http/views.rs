@@ -11,7 +11,7 @@ use crate::domain::i18n::Locale;
 use crate::domain::presets::{Preset, UsernameRule};
 use crate::store::AccountRecord;
 
-fn rfc3339(t: OffsetDateTime) -> String {
+pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
 
