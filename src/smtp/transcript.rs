@@ -72,34 +72,70 @@ impl Transcript {
         self.lines.push(line);
     }
 
-    fn client_bytes(&mut self, bytes: &[u8]) {
-        for &b in bytes {
+    fn client_bytes(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
             if self.in_data {
-                self.client_partial.push(b);
-                self.data_bytes += 1;
-                // The body ends with CRLF "." CRLF (RFC 5321 §4.1.1.4).
-                if self.client_partial.ends_with(b"\r\n.\r\n") || self.client_partial == b".\r\n" {
-                    self.push(format!(
-                        "C: <message: {} bytes>",
-                        self.data_bytes.saturating_sub(3)
-                    ));
-                    self.push("C: .".into());
-                    self.client_partial.clear();
-                    self.in_data = false;
-                    self.data_bytes = 0;
-                } else if self.client_partial.len() > 8 {
-                    let keep = self.client_partial.split_off(self.client_partial.len() - 5);
-                    self.client_partial = keep;
-                }
+                let used = self.data_chunk(bytes);
+                bytes = &bytes[used..];
                 continue;
             }
-            self.client_partial.push(b);
-            if b == b'\n' {
+            let (line, rest) = match memchr::memchr(b'\n', bytes) {
+                Some(i) => (&bytes[..=i], &bytes[i + 1..]),
+                None => (bytes, &[][..]),
+            };
+            self.client_partial.extend_from_slice(line);
+            bytes = rest;
+            if line.ends_with(b"\n") {
                 let line = String::from_utf8_lossy(&self.client_partial)
                     .trim_end_matches(['\r', '\n'])
                     .to_string();
                 self.client_partial.clear();
                 self.client_line(line);
+            }
+        }
+    }
+
+    /// Counts message-body bytes without keeping them, up to and including the end of data
+    /// (CRLF "." CRLF, RFC 5321 §4.1.1.4), which may be split across writes. Returns how many
+    /// of `bytes` belong to the body; `client_partial` carries the last few bytes of a write.
+    fn data_chunk(&mut self, bytes: &[u8]) -> usize {
+        const END: &[u8] = b"\r\n.\r\n";
+        let at_start = self.data_bytes == 0 && self.client_partial.is_empty();
+        let end = if at_start && bytes.starts_with(b".\r\n") {
+            // An empty body: the end of data right after the 354.
+            Some(3)
+        } else {
+            // The end may straddle the previous write (at most END.len() - 1 bytes carried).
+            let carried = self.client_partial.len();
+            let mut edge = std::mem::take(&mut self.client_partial);
+            edge.extend_from_slice(&bytes[..bytes.len().min(END.len() - 1)]);
+            let found = memchr::memmem::find(&edge, END)
+                .map(|i| i + END.len() - carried)
+                .or_else(|| memchr::memmem::find(bytes, END).map(|i| i + END.len()));
+            if found.is_none() {
+                // Keep the last END.len() - 1 bytes seen, for the next write.
+                edge.extend_from_slice(&bytes[bytes.len().min(END.len() - 1)..]);
+                let keep = edge.len().saturating_sub(END.len() - 1);
+                self.client_partial = edge.split_off(keep);
+            }
+            found
+        };
+        match end {
+            Some(n) => {
+                self.data_bytes += n;
+                self.push(format!(
+                    "C: <message: {} bytes>",
+                    self.data_bytes.saturating_sub(3)
+                ));
+                self.push("C: .".into());
+                self.client_partial.clear();
+                self.in_data = false;
+                self.data_bytes = 0;
+                n
+            }
+            None => {
+                self.data_bytes += bytes.len();
+                bytes.len()
             }
         }
     }
@@ -251,5 +287,45 @@ mod tests {
         assert!(text.contains("C: <message: 31 bytes>"), "{text}");
         assert!(text.contains("C: MAIL FROM:<a@b.example>"));
         assert_eq!(t.last_reply(), "250 queued");
+    }
+
+    /// The end of data is found wherever the writes split the body, and the size is the same.
+    #[test]
+    fn body_split_across_writes_is_counted_once() {
+        let body: &[u8] = b"Subject: x\r\n\r\nline one\r\n..dot-stuffed\r\n\r\n.\r\n";
+        for split in 0..=body.len() {
+            for second in split..=body.len() {
+                let mut t = Transcript::default();
+                t.client_bytes(b"DATA\r\n");
+                t.server_bytes(b"354 go\r\n");
+                t.client_bytes(&body[..split]);
+                t.client_bytes(&body[split..second]);
+                t.client_bytes(&body[second..]);
+                t.client_bytes(b"QUIT\r\n");
+                let lines = t.lines();
+                assert_eq!(
+                    lines[lines.len() - 3..],
+                    [
+                        format!("C: <message: {} bytes>", body.len() - 3),
+                        "C: .".to_string(),
+                        "C: QUIT".to_string()
+                    ],
+                    "split at {split} and {second}: {lines:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn empty_body_ends_at_once() {
+        let mut t = Transcript::default();
+        t.client_bytes(b"DATA\r\n");
+        t.server_bytes(b"354 go\r\n");
+        t.client_bytes(b".\r\nQUIT\r\n");
+        let lines = t.lines();
+        assert_eq!(
+            lines[lines.len() - 3..],
+            ["C: <message: 0 bytes>", "C: .", "C: QUIT"]
+        );
     }
 }
