@@ -49,6 +49,10 @@ pub struct CarteroRound {
     pub end_to_end_per_s: f64,
     pub peak_rss_mb: f64,
     pub disk_bytes_per_message: f64,
+    /// CPU time of `cartero serve` (user + system) per message during the round: steadier
+    /// than rates on a shared machine.
+    #[serde(default)]
+    pub cpu_us_per_message: f64,
     pub single_message_ms: f64,
     pub fixed_rate: Option<FixedRate>,
 }
@@ -285,6 +289,16 @@ impl Server {
         self.child.id()
     }
 
+    /// User + system CPU seconds the server has used so far (`/proc/PID/stat`).
+    fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
+        // Fields after the command name (which may hold spaces) start at field 3 (state).
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks: f64 =
+            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        Some(ticks / 100.0)
+    }
+
     fn proc_field(&self, file: &str, field: &str) -> Option<f64> {
         let text = std::fs::read_to_string(format!("/proc/{}/{file}", self.pid())).ok()?;
         text.lines()
@@ -480,10 +494,12 @@ async fn cartero_round(opts: &BenchOptions, prefill: usize) -> anyhow::Result<Ca
     }
     let server = start_server(opts, &sink, dir.path()).await?;
     let io_before = server.proc_field("io", "write_bytes").unwrap_or(0.0);
+    let cpu_before = server.cpu_seconds().unwrap_or(0.0);
     let (mut lat, t0, last) =
         submit(&server, opts.messages, opts.concurrency, opts.size, 0).await?;
     let done = sink.wait_for(opts.messages, Duration::from_secs(1800))?;
     let io_after = server.proc_field("io", "write_bytes").unwrap_or(0.0);
+    let cpu_after = server.cpu_seconds().unwrap_or(0.0);
     lat.sort_by(|a, b| a.total_cmp(b));
     let mut round = CarteroRound {
         accepted_per_s: opts.messages as f64 / (last - t0).as_secs_f64(),
@@ -491,6 +507,7 @@ async fn cartero_round(opts: &BenchOptions, prefill: usize) -> anyhow::Result<Ca
         accept_p99_ms: percentile(&lat, 0.99),
         end_to_end_per_s: opts.messages as f64 / (done - t0).as_secs_f64(),
         disk_bytes_per_message: (io_after - io_before) / opts.messages as f64,
+        cpu_us_per_message: (cpu_after - cpu_before) * 1e6 / opts.messages as f64,
         ..CarteroRound::default()
     };
 
@@ -598,10 +615,12 @@ async fn prefill_queue(dir: &Path, n: usize) -> anyhow::Result<()> {
                 // Due a day from now: deferred, as behind a paused account.
                 now_ms: later,
                 expires_at_ms: later + 3 * 24 * 3600 * 1000,
+                lease_until_ms: None,
             })
             .collect();
-        store.enqueue(&batch).await?;
-        done += batch.len();
+        let len = batch.len();
+        store.enqueue(batch).await?;
+        done += len;
         bar.set_position(done as u64);
     }
     bar.finish_and_clear();
@@ -663,6 +682,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Summary> {
             end_to_end_per_s: m(&|r| r.cartero.end_to_end_per_s),
             peak_rss_mb: m(&|r| r.cartero.peak_rss_mb),
             disk_bytes_per_message: m(&|r| r.cartero.disk_bytes_per_message),
+            cpu_us_per_message: m(&|r| r.cartero.cpu_us_per_message),
             single_message_ms: m(&|r| r.cartero.single_message_ms),
             fixed_rate: (opts.rate > 0).then(|| FixedRate {
                 rate_per_s: opts.rate,
@@ -755,6 +775,10 @@ pub fn table(s: &Summary) -> String {
     out.push_str(&format!(
         "| disk bytes written per message | {:.0} | | |\n",
         c.disk_bytes_per_message
+    ));
+    out.push_str(&format!(
+        "| server CPU per message (user + system) | {:.0} µs | | |\n",
+        c.cpu_us_per_message
     ));
     out.push_str(&format!(
         "| one message, idle server: 202 → delivered | {:.1} ms | | |\n",

@@ -114,6 +114,10 @@ struct BenchArgs {
     /// Where to write the JSON results.
     #[arg(long, default_value = "bench-results.json")]
     out: PathBuf,
+    /// The `cartero` binary to measure (default: this one), e.g. an earlier build to compare
+    /// against in the same run.
+    #[arg(long)]
+    server: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -273,7 +277,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 queued: if args.smoke { 0 } else { args.queued },
                 rate: if args.smoke { 100 } else { args.rate },
                 out: args.out,
-                exe: std::env::current_exe().context("locating the cartero binary")?,
+                exe: match args.server {
+                    Some(path) => path,
+                    None => std::env::current_exe().context("locating the cartero binary")?,
+                },
                 repo: std::env::current_dir()?,
             };
             let summary = crate::bench::run(&opts).await?;
