@@ -140,12 +140,6 @@ impl Application {
             );
         }
         let wake = Arc::new(tokio::sync::Notify::new());
-        let intake = Intake::start(
-            store.clone(),
-            wake.clone(),
-            config.delivery.max_message_bytes,
-            config.delivery.max_lifetime,
-        );
         let dispatcher = Dispatcher::new(
             store.clone(),
             accounts.clone(),
@@ -157,7 +151,14 @@ impl Application {
                 helo_name: probe.helo_name.clone(),
                 deny_private_destinations: probe.deny_private_destinations,
             },
+            wake.clone(),
+        );
+        let intake = Intake::start(
+            store.clone(),
             wake,
+            config.delivery.max_message_bytes,
+            config.delivery.max_lifetime,
+            Some(dispatcher.handoff()),
         );
         let test_limiter = Arc::new(http::TestLimiter::new(config.network.tests_per_minute));
         let users = crate::users::Users::new(store.clone());

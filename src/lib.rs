@@ -5,7 +5,8 @@
 //! * [`domain`] — pure types with no I/O: accounts and the values that make them up
 //!   (parsed at the door, never re-validated), permissions and roles, provider presets,
 //!   bilingual (es/en) texts.
-//! * [`store`] — the `Store` trait and its SQLite implementation (the embedded default).
+//! * [`store`] — the `Store` trait and its SQLite implementation (the embedded default): a
+//!   writer thread group-commits submissions, claims and outcomes in one transaction.
 //! * [`secrets`] — AES-256-GCM envelope encryption for every stored credential.
 //! * [`tls`], [`smtp`] — rustls (ring) with an observing verifier, and the step-by-step SMTP
 //!   client with a credential-masking transcript.
@@ -13,7 +14,8 @@
 //!   classifier in [`domain::diagnosis`], which delivery shares.
 //! * [`accounts`] — the account service: validation + encryption + storage, shared by the
 //!   HTTP API and the CLI so both behave the same.
-//! * [`delivery`] — the durable queue's engine: group-commit intake, leased dispatcher,
+//! * [`delivery`] — the durable queue's engine: group-commit intake that hands new messages
+//!   straight to the leased dispatcher when it has room,
 //!   routing (type → priority → fallback), per-account limits, pooled SMTP transport.
 //! * [`templates`] — built-in and per-project notification templates (minijinja), es and en.
 //! * [`http`] — the axum JSON API (`/v1`), the embedded web admin (`/`), authentication

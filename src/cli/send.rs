@@ -104,6 +104,8 @@ fn intake(store: &Arc<dyn Store>, config: &Config) -> Intake {
         Arc::new(tokio::sync::Notify::new()),
         config.delivery.max_message_bytes,
         config.delivery.max_lifetime,
+        // No dispatcher in this process: `serve` picks the messages up from the queue.
+        None,
     )
 }
 

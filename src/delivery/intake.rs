@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use super::{Handed, Handoff};
 use crate::domain::i18n::Locale;
 use crate::domain::message::{Body, Content, MessageInput, MessageStatus};
 use crate::domain::validation::FieldError;
-use crate::store::{Enqueued, NewMessage, Store};
+use crate::store::{ClaimedMessage, Enqueued, NewMessage, RecipientRow, Store};
 use crate::templates::{self, Lang, TemplateError, TemplateSet};
 
 /// Why a message was not accepted. Nothing is stored in any of these cases.
@@ -52,18 +53,23 @@ pub struct Intake {
     store: Arc<dyn Store>,
     max_message_bytes: usize,
     max_lifetime: Duration,
+    /// This node's dispatcher, when there is one (`serve`; not `cartero send`).
+    handoff: Option<Handoff>,
 }
 
 /// Most messages written in one statement.
 const MAX_BATCH: usize = super::MAX_BATCH;
 
 impl Intake {
-    /// Starts the committer; `wake` is notified after each commit (the dispatcher waits on it).
+    /// Starts the committer; `wake` is notified after a commit that queued messages (the
+    /// dispatcher waits on it). With a `handoff`, a message is given straight to the dispatcher
+    /// when it has a free slot.
     pub fn start(
         store: Arc<dyn Store>,
         wake: Arc<Notify>,
         max_message_bytes: usize,
         max_lifetime: Duration,
+        handoff: Option<Handoff>,
     ) -> Intake {
         let (tx, mut rx) = mpsc::channel::<Job>(4096);
         let committer_store = store.clone();
@@ -73,15 +79,19 @@ impl Intake {
             while let Some(jobs) = super::recv_batch(&mut rx, MAX_BATCH).await {
                 let (batch, replies): (Vec<NewMessage>, Vec<_>) =
                     jobs.into_iter().map(|j| (j.message, j.reply)).unzip();
-                match committer_store.enqueue(&batch).await {
+                // Messages handed over need no claim; queued ones do.
+                let queued = batch.iter().any(|m| m.lease_until_ms.is_none());
+                match committer_store.enqueue(batch).await {
                     Ok(outcomes) => {
                         for (reply, outcome) in replies.into_iter().zip(outcomes) {
                             let _ = reply.send(Ok(outcome));
                         }
-                        wake.notify_one();
+                        if queued {
+                            wake.notify_one();
+                        }
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, batch = batch.len(), "storing messages failed");
+                        tracing::error!(error = %e, batch = replies.len(), "storing messages failed");
                         for reply in replies {
                             let _ = reply.send(Err(e.to_string()));
                         }
@@ -95,6 +105,7 @@ impl Intake {
             store,
             max_message_bytes,
             max_lifetime,
+            handoff,
         }
     }
 
@@ -159,6 +170,7 @@ impl Intake {
             serde_json::to_string(&content).map_err(|e| SubmitError::Unavailable(e.to_string()))?;
         let now = super::now_ms();
         let id = uuid::Uuid::now_v7().to_string();
+        let slot = self.handoff.as_ref().and_then(|h| h.reserve(now));
         let message = NewMessage {
             id: id.clone(),
             project_id: project_id.to_string(),
@@ -173,7 +185,32 @@ impl Intake {
                 .collect(),
             now_ms: now,
             expires_at_ms: now + self.max_lifetime.as_millis() as i64,
+            lease_until_ms: slot.as_ref().map(|(_, lease_until)| *lease_until),
         };
+        // What the dispatcher needs, kept before the message moves to the store.
+        let handed = slot.map(|(permit, _)| Handed {
+            message: ClaimedMessage {
+                id: message.id.clone(),
+                project_id: message.project_id.clone(),
+                message_type: message.message_type.clone(),
+                content: String::new(),
+                message_id_header: None,
+                attempt_count: 0,
+                expires_at_ms: message.expires_at_ms,
+                recipients: (0..)
+                    .zip(&message.recipients)
+                    .map(|(position, (address, kind))| RecipientRow {
+                        position,
+                        address: address.clone(),
+                        kind: *kind,
+                        status: "pending".into(),
+                        reply: None,
+                    })
+                    .collect(),
+            },
+            content,
+            permit,
+        });
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Job { message, reply })
@@ -183,6 +220,9 @@ impl Intake {
             Err(_) => Err(SubmitError::Unavailable("the committer stopped".into())),
             Ok(Err(e)) => Err(SubmitError::Unavailable(e)),
             Ok(Ok(Enqueued::New)) => {
+                if let (Some(handoff), Some(handed)) = (&self.handoff, handed) {
+                    handoff.hand(handed);
+                }
                 metrics::counter!("cartero_accepted_total").increment(1);
                 Ok(Accepted {
                     id,

@@ -5,8 +5,9 @@
 //!        ─► router (type → priority → fallback) ─► limits ─► transport pool ─► classify
 //!        ─► recorder (batched writes: status, recipients, attempts, events, send counts)
 //! ```
-//! A message is claimed under a lease; its outcome is written in one transaction with its
-//! attempts and events. At start every claimed message is returned to the queue: a crash
+//! A message is claimed under a lease — or, when a delivery slot is free at submission, stored
+//! already claimed and handed over in memory ([`Handoff`]); its outcome is written in one
+//! transaction with its attempts and events. At start every claimed message is returned to the queue: a crash
 //! or `kill -9` may repeat a message that was in the middle of DATA, never lose one.
 
 pub mod compose;
@@ -119,6 +120,42 @@ pub struct Dispatcher {
     /// Accounts paused during this run, before the routing table catches up.
     paused: Mutex<HashMap<String, i64>>,
     wake: Arc<Notify>,
+    /// Messages being delivered (claimed or handed over): at most `max_in_flight`.
+    in_flight: Arc<Semaphore>,
+    handoff_tx: mpsc::UnboundedSender<Handed>,
+    handoff_rx: Mutex<Option<mpsc::UnboundedReceiver<Handed>>>,
+}
+
+/// A message stored as already claimed by this node (see [`Handoff`]), on its way to delivery.
+pub struct Handed {
+    pub message: ClaimedMessage,
+    pub content: Content,
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// How intake gives a new message straight to this node's dispatcher, skipping the claim: when
+/// a delivery slot is free, the message is stored as claimed (status `sending` under a lease, in
+/// the same transaction as the submission) and handed over in memory once committed. A crash in
+/// between leaves a leased message that the next start returns to the queue, as for any claim.
+#[derive(Clone)]
+pub struct Handoff {
+    in_flight: Arc<Semaphore>,
+    tx: mpsc::UnboundedSender<Handed>,
+    lease: Duration,
+}
+
+impl Handoff {
+    /// A delivery slot, if one is free now, and the lease to store the message under.
+    pub fn reserve(&self, now_ms: i64) -> Option<(OwnedSemaphorePermit, i64)> {
+        let permit = self.in_flight.clone().try_acquire_owned().ok()?;
+        Some((permit, now_ms + self.lease.as_millis() as i64))
+    }
+
+    /// Hands a committed message to the dispatcher. If it has stopped (shutdown), the message
+    /// stays leased in the database and the next start returns it to the queue.
+    pub fn hand(&self, handed: Handed) {
+        let _ = self.tx.send(handed);
+    }
 }
 
 impl Dispatcher {
@@ -130,10 +167,12 @@ impl Dispatcher {
         transport: TransportSettings,
         wake: Arc<Notify>,
     ) -> Arc<Dispatcher> {
+        let (handoff_tx, handoff_rx) = mpsc::unbounded_channel();
         Arc::new(Dispatcher {
             store,
             accounts,
             env_fallback,
+            in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
             settings,
             transport: Transport::new(transport),
             routes: RwLock::new(Arc::new(Routes::stale())),
@@ -141,7 +180,79 @@ impl Dispatcher {
             connections: Mutex::new(HashMap::new()),
             paused: Mutex::new(HashMap::new()),
             wake,
+            handoff_tx,
+            handoff_rx: Mutex::new(Some(handoff_rx)),
         })
+    }
+
+    /// What intake needs to hand new messages straight to this dispatcher.
+    pub fn handoff(&self) -> Handoff {
+        Handoff {
+            in_flight: self.in_flight.clone(),
+            tx: self.handoff_tx.clone(),
+            lease: self.settings.lease,
+        }
+    }
+
+    /// Delivers what intake hands over, until shutdown; then what is still waiting.
+    async fn deliver_handed(
+        self: Arc<Self>,
+        mut rx: mpsc::UnboundedReceiver<Handed>,
+        done_tx: mpsc::Sender<(DeliveryUpdate, OwnedSemaphorePermit)>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut batch = Vec::new();
+        loop {
+            batch.clear();
+            let open = !*shutdown.borrow()
+                && tokio::select! {
+                    n = rx.recv_many(&mut batch, MAX_BATCH) => n > 0,
+                    _ = shutdown.changed() => false,
+                };
+            if !open {
+                // Shutdown: nothing new arrives once HTTP has stopped; deliver what came.
+                while let Ok(h) = rx.try_recv() {
+                    batch.push(h);
+                }
+            }
+            if !batch.is_empty() {
+                let routes = self.routes_or_last().await;
+                for h in batch.drain(..) {
+                    self.spawn_delivery(h.message, Some(h.content), h.permit, &routes, &done_tx);
+                }
+            }
+            if !open {
+                return;
+            }
+        }
+    }
+
+    fn spawn_delivery(
+        self: &Arc<Self>,
+        message: ClaimedMessage,
+        content: Option<Content>,
+        permit: OwnedSemaphorePermit,
+        routes: &Arc<Routes>,
+        done_tx: &mpsc::Sender<(DeliveryUpdate, OwnedSemaphorePermit)>,
+    ) {
+        let this = self.clone();
+        let tx = done_tx.clone();
+        let routes = routes.clone();
+        tokio::spawn(async move {
+            let update = this.deliver(message, content, &routes).await;
+            let _ = tx.send((update, permit)).await;
+        });
+    }
+
+    /// The routing table; the last one built when the accounts cannot be read now.
+    async fn routes_or_last(&self) -> Arc<Routes> {
+        match self.current_routes().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "loading accounts failed");
+                self.routes.read().await.clone()
+            }
+        }
     }
 
     /// The routing table, rebuilt when any account changed (from any process).
@@ -168,10 +279,21 @@ impl Dispatcher {
 
     /// Claims and delivers until `shutdown` turns true; then finishes what is in flight.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let in_flight = Arc::new(Semaphore::new(self.settings.max_in_flight));
+        let in_flight = self.in_flight.clone();
         let (done_tx, done_rx) =
             mpsc::channel::<(DeliveryUpdate, OwnedSemaphorePermit)>(self.settings.max_in_flight);
         let recorder = tokio::spawn(record_outcomes(self.store.clone(), done_rx));
+        let handed = self
+            .handoff_rx
+            .lock()
+            .expect("not poisoned")
+            .take()
+            .map(|rx| {
+                tokio::spawn(
+                    self.clone()
+                        .deliver_handed(rx, done_tx.clone(), shutdown.clone()),
+                )
+            });
         let mut last_claim = Instant::now() - CLAIM_SPACING;
         loop {
             if *shutdown.borrow() {
@@ -197,21 +319,9 @@ impl Dispatcher {
             };
             let got = claimed.len();
             if got > 0 {
-                let routes = match self.current_routes().await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::error!(error = format!("{e:#}"), "loading accounts failed");
-                        self.routes.read().await.clone()
-                    }
-                };
+                let routes = self.routes_or_last().await;
                 for (message, permit) in claimed {
-                    let this = self.clone();
-                    let tx = done_tx.clone();
-                    let routes = routes.clone();
-                    tokio::spawn(async move {
-                        let update = this.deliver(message, &routes).await;
-                        let _ = tx.send((update, permit)).await;
-                    });
+                    self.spawn_delivery(message, None, permit, &routes, &done_tx);
                 }
             }
             if got > 0 && in_flight.available_permits() > 0 {
@@ -228,6 +338,9 @@ impl Dispatcher {
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => {}
             }
+        }
+        if let Some(handed) = handed {
+            let _ = handed.await;
         }
         // Let every delivery in flight finish and be recorded (bounded).
         let all = u32::try_from(self.settings.max_in_flight).unwrap_or(u32::MAX);
@@ -262,11 +375,10 @@ impl Dispatcher {
         if available == 0 {
             return Ok(Vec::new());
         }
-        let permits = in_flight
-            .clone()
-            .acquire_many_owned(available as u32)
-            .await
-            .map_err(|_| anyhow::anyhow!("dispatcher semaphore closed"))?;
+        // Intake may take slots meanwhile (hand-offs): claim for what is still free.
+        let Ok(permits) = in_flight.clone().try_acquire_many_owned(available as u32) else {
+            return Ok(Vec::new());
+        };
         let claimed = self
             .store
             .claim_due(
@@ -362,7 +474,14 @@ impl Dispatcher {
 
     /// One delivery round for one message: every candidate in order until the recipients
     /// are settled or the candidates run out.
-    async fn deliver(&self, message: ClaimedMessage, routes: &Routes) -> DeliveryUpdate {
+    /// `content` is the parsed body when the message was handed over; a claimed message's is
+    /// read from its stored JSON.
+    async fn deliver(
+        &self,
+        message: ClaimedMessage,
+        content: Option<Content>,
+        routes: &Routes,
+    ) -> DeliveryUpdate {
         let now = now_ms();
         let mut update = DeliveryUpdate {
             message_id: message.id.clone(),
@@ -377,7 +496,11 @@ impl Dispatcher {
             events: Vec::new(),
             sends: Vec::new(),
         };
-        let content: Content = match serde_json::from_str(&message.content) {
+        let parsed = match content {
+            Some(c) => Ok(c),
+            None => serde_json::from_str::<Content>(&message.content),
+        };
+        let content: Content = match parsed {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(message = %message.id, error = %e, "stored content is unreadable");
@@ -701,9 +824,10 @@ async fn record_outcomes(
         batch.extend(recv_ready(&mut rx, MAX_BATCH - 1));
         let (updates, permits): (Vec<DeliveryUpdate>, Vec<OwnedSemaphorePermit>) =
             batch.into_iter().unzip();
+        let updates: Arc<[DeliveryUpdate]> = updates.into();
         let mut delay = Duration::from_millis(100);
         loop {
-            match store.record_deliveries(&updates).await {
+            match store.record_deliveries(updates.clone()).await {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::error!(error = %e, batch = updates.len(), "recording delivery outcomes failed; retrying");

@@ -28,6 +28,12 @@ pub enum StoreError {
     Corrupt(String),
     #[error(transparent)]
     Backend(#[from] sqlx::Error),
+    /// An error of the embedded hot-path writer's connection (see `sqlite::hot`).
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    /// A write could not be committed, or the writer is gone.
+    #[error("database write failed: {0}")]
+    Write(String),
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
@@ -126,6 +132,9 @@ pub struct NewMessage {
     pub recipients: Vec<(String, RecipientKind)>,
     pub now_ms: i64,
     pub expires_at_ms: i64,
+    /// Stored as already claimed (status `sending`) under a lease until then: the message is
+    /// handed straight to this node's dispatcher once committed, without a claim.
+    pub lease_until_ms: Option<i64>,
 }
 
 /// What enqueueing did with one message.
@@ -321,7 +330,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<(i64, i64)>, StoreError>;
 
     /// Stores messages in one transaction (group commit); answers per message, in order.
-    async fn enqueue(&self, batch: &[NewMessage]) -> Result<Vec<Enqueued>, StoreError>;
+    async fn enqueue(&self, batch: Vec<NewMessage>) -> Result<Vec<Enqueued>, StoreError>;
     /// Claims up to `limit` due messages under a lease until `now_ms + lease_ms`.
     async fn claim_due(
         &self,
@@ -332,7 +341,7 @@ pub trait Store: Send + Sync + 'static {
     /// Returns every claimed message to the queue (at start: a previous run died holding them).
     async fn release_leases(&self) -> Result<u64, StoreError>;
     /// Writes delivery outcomes in one transaction.
-    async fn record_deliveries(&self, updates: &[DeliveryUpdate]) -> Result<(), StoreError>;
+    async fn record_deliveries(&self, updates: Arc<[DeliveryUpdate]>) -> Result<(), StoreError>;
     /// The earliest next attempt among queued or deferred messages.
     async fn next_due(&self) -> Result<Option<i64>, StoreError>;
     async fn get_message(

@@ -2,8 +2,17 @@
 //!
 //! WAL journal with `synchronous=FULL`: a write that returned is on disk, and readers never
 //! wait for the writer. Migrations live in `migrations/sqlite/`.
+//!
+//! Two writers share the file: [`hot::HotWriter`], a thread of its own that group-commits the
+//! delivery path (submissions, claims, outcomes), and one sqlx connection for everything else
+//! (accounts, tokens, users, templates…), whose transactions start with `BEGIN IMMEDIATE` so
+//! that they wait for the write lock up front instead of failing half-way.
+
+mod hot;
+mod inline;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -27,10 +36,13 @@ use crate::domain::permission::Role;
 pub struct SqliteStore {
     /// Reads: several connections (WAL readers never wait for the writer).
     pool: SqlitePool,
-    /// Writes: one connection, so this process's writers queue in order instead of
-    /// colliding on SQLite's write lock and sleeping in its busy handler (which showed up as
-    /// accept-latency spikes of tens of milliseconds).
+    /// Configuration writes: one connection, so they queue in order instead of colliding on
+    /// SQLite's write lock among themselves.
     writer: SqlitePool,
+    /// The delivery path's writes: submissions, claims and outcomes, group-committed.
+    hot: hot::HotWriter,
+    /// Token lookups and the accounts' version, read on the calling thread.
+    inline: inline::InlineReader,
     checkpointer: Option<tokio::task::AbortHandle>,
 }
 
@@ -67,6 +79,8 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("migrations/sqlite").run(&writer).await?;
+        let hot = hot::HotWriter::open(options.get_filename())?;
+        let inline = inline::InlineReader::open(options.get_filename())?;
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options)
@@ -75,6 +89,8 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             writer,
+            hot,
+            inline,
             checkpointer,
         })
     }
@@ -365,7 +381,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_user(&self, project_id: &str, id: &str) -> Result<bool, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "DELETE FROM sessions WHERE user_id IN \
              (SELECT id FROM users WHERE project_id = ? AND id = ?)",
@@ -487,13 +503,7 @@ impl Store for SqliteStore {
     }
 
     async fn active_token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
-        sqlx::query("SELECT * FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL")
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(token_from_row)
-            .transpose()
+        self.inline.active_token_by_hash(hash)
     }
 
     async fn list_tokens(&self, project_id: &str) -> Result<Vec<TokenRecord>, StoreError> {
@@ -601,12 +611,7 @@ impl Store for SqliteStore {
     }
 
     async fn config_version(&self) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query("SELECT version FROM config_version WHERE id = 1")
-                .fetch_one(&self.pool)
-                .await?
-                .try_get("version")?,
-        )
+        self.inline.config_version()
     }
 
     async fn pause_account(&self, id: &str, until_ms: i64, reason: &str) -> Result<(), StoreError> {
@@ -636,20 +641,8 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn enqueue(&self, batch: &[NewMessage]) -> Result<Vec<Enqueued>, StoreError> {
-        // The whole batch is one statement into the `message_intake` view (its trigger writes
-        // every table), so a group commit costs one round trip to SQLite's thread. A batch
-        // with idempotency keys first looks them up, in the same transaction.
-        if batch.iter().any(|m| m.idempotency_key.is_some()) {
-            let mut tx = self.writer.begin().await?;
-            let out = enqueue_on(&mut tx, batch).await?;
-            tx.commit().await?;
-            Ok(out)
-        } else {
-            // One statement is its own transaction.
-            let mut conn = self.writer.acquire().await?;
-            enqueue_on(&mut conn, batch).await
-        }
+    async fn enqueue(&self, batch: Vec<NewMessage>) -> Result<Vec<Enqueued>, StoreError> {
+        self.hot.enqueue(batch).await
     }
 
     async fn claim_due(
@@ -658,40 +651,7 @@ impl Store for SqliteStore {
         lease_ms: i64,
         limit: i64,
     ) -> Result<Vec<ClaimedMessage>, StoreError> {
-        // One statement (its own transaction, one round trip): the claim returns each
-        // message's body and recipients with it.
-        let rows = sqlx::query(concat!(
-            "UPDATE messages SET status = 'sending', lease_until = ? \
-             WHERE id IN (SELECT id FROM messages WHERE status IN ('queued', 'deferred') \
-                          AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?) \
-             RETURNING id, project_id, message_type, message_id_header, attempt_count, expires_at, \
-               (SELECT content FROM message_bodies b WHERE b.message_id = messages.id) AS content, ",
-            recipients_of_messages!(),
-            " AS recipients"
-        ))
-        .bind(now_ms + lease_ms)
-        .bind(now_ms)
-        .bind(limit)
-        .fetch_all(&self.writer)
-        .await?;
-        let mut claimed = Vec::with_capacity(rows.len());
-        for row in rows {
-            let id: String = row.try_get("id")?;
-            let content: Option<String> = row.try_get("content")?;
-            let recipients_json: String = row.try_get("recipients")?;
-            claimed.push(ClaimedMessage {
-                content: content
-                    .ok_or_else(|| StoreError::Corrupt(format!("message {id} has no body")))?,
-                recipients: recipients_from_json(&recipients_json)?,
-                id,
-                project_id: row.try_get("project_id")?,
-                message_type: row.try_get("message_type")?,
-                message_id_header: row.try_get("message_id_header")?,
-                attempt_count: row.try_get("attempt_count")?,
-                expires_at_ms: row.try_get("expires_at")?,
-            });
-        }
-        Ok(claimed)
+        self.hot.claim(now_ms, now_ms + lease_ms, limit).await
     }
 
     async fn release_leases(&self) -> Result<u64, StoreError> {
@@ -703,49 +663,8 @@ impl Store for SqliteStore {
         Ok(done.rows_affected())
     }
 
-    async fn record_deliveries(&self, updates: &[DeliveryUpdate]) -> Result<(), StoreError> {
-        // One statement for the whole batch (see the `delivery_outcome` view): it is its own
-        // transaction, and one round trip to SQLite's thread.
-        let docs = serde_json::Value::Array(
-            updates
-                .iter()
-                .map(|u| {
-                    let recipients: Vec<serde_json::Value> = u
-                        .recipients
-                        .iter()
-                        .map(|(position, status, reply)| {
-                            serde_json::json!({"p": position, "s": status, "r": reply})
-                        })
-                        .collect();
-                    let attempts: Vec<serde_json::Value> = u
-                        .attempts
-                        .iter()
-                        .map(|a| {
-                            serde_json::json!({"a": a.account_id, "n": a.account_name,
-                                "t": ts(a.started_at), "d": a.duration_ms, "o": a.outcome,
-                                "r": a.reply, "c": a.diagnosis_code, "x": a.note,
-                                "l": serde_json::to_string(&a.transcript).unwrap_or_else(|_| "[]".into())})
-                        })
-                        .collect();
-                    let events: Vec<serde_json::Value> = u
-                        .events
-                        .iter()
-                        .map(|(kind, detail)| serde_json::json!({"k": kind, "d": detail}))
-                        .collect();
-                    serde_json::json!({"id": u.message_id, "s": u.status.as_str(),
-                        "n": u.next_attempt_at_ms, "a": u.account_id, "h": u.message_id_header,
-                        "c": u.last_code, "r": u.last_reply, "t": u.attempts.len(),
-                        "rc": recipients, "at": attempts, "ev": events, "sd": u.sends})
-                })
-                .collect(),
-        )
-        .to_string();
-        sqlx::query("INSERT INTO delivery_outcome (doc, at) SELECT value, ?1 FROM json_each(?2)")
-            .bind(ts(OffsetDateTime::now_utc()))
-            .bind(&docs)
-            .execute(&self.writer)
-            .await?;
-        Ok(())
+    async fn record_deliveries(&self, updates: Arc<[DeliveryUpdate]>) -> Result<(), StoreError> {
+        self.hot.record(updates).await
     }
 
     async fn next_due(&self) -> Result<Option<i64>, StoreError> {
@@ -856,7 +775,7 @@ impl Store for SqliteStore {
         now_ms: i64,
         expires_at_ms: i64,
     ) -> Result<StatusChange, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let Some(status) = status_in(&mut tx, project_id, id).await? else {
             return Ok(StatusChange::NotFound);
         };
@@ -886,7 +805,7 @@ impl Store for SqliteStore {
     }
 
     async fn cancel_message(&self, project_id: &str, id: &str) -> Result<StatusChange, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let Some(status) = status_in(&mut tx, project_id, id).await? else {
             return Ok(StatusChange::NotFound);
         };
@@ -984,7 +903,7 @@ impl Store for SqliteStore {
     }
 
     async fn reseal_all(&self, reseal: Reseal<'_>) -> Result<usize, StoreError> {
-        let mut tx: Transaction<'_, Sqlite> = self.writer.begin().await?;
+        let mut tx: Transaction<'_, Sqlite> = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query("SELECT id, password_enc, imap_password_enc FROM accounts")
             .fetch_all(&mut *tx)
             .await?;
@@ -1016,73 +935,6 @@ impl Store for SqliteStore {
 }
 
 /// A message's status, read inside the transaction that will change it.
-/// Stores a batch on `conn` (see [`Store::enqueue`]); the caller owns the transaction.
-async fn enqueue_on(
-    conn: &mut sqlx::SqliteConnection,
-    batch: &[NewMessage],
-) -> Result<Vec<Enqueued>, StoreError> {
-    let mut out = Vec::with_capacity(batch.len());
-    let mut fresh: Vec<&NewMessage> = Vec::with_capacity(batch.len());
-    let mut keys_in_batch: std::collections::HashMap<(&str, &str), &str> =
-        std::collections::HashMap::new();
-    for m in batch {
-        if let Some(key) = &m.idempotency_key {
-            if let Some(first) = keys_in_batch.get(&(m.project_id.as_str(), key.as_str())) {
-                out.push(Enqueued::Existing {
-                    id: (*first).to_string(),
-                    status: MessageStatus::Queued,
-                });
-                continue;
-            }
-            let existing = sqlx::query(
-                "SELECT id, status FROM messages WHERE project_id = ? AND idempotency_key = ?",
-            )
-            .bind(&m.project_id)
-            .bind(key)
-            .fetch_optional(&mut *conn)
-            .await?;
-            if let Some(row) = existing {
-                let status: String = row.try_get("status")?;
-                out.push(Enqueued::Existing {
-                    id: row.try_get("id")?,
-                    status: MessageStatus::parse(&status)
-                        .ok_or_else(|| StoreError::Corrupt(format!("status {status}")))?,
-                });
-                continue;
-            }
-            keys_in_batch.insert((m.project_id.as_str(), key.as_str()), m.id.as_str());
-        }
-        fresh.push(m);
-        out.push(Enqueued::New);
-    }
-    if !fresh.is_empty() {
-        let docs = serde_json::Value::Array(
-            fresh
-                .iter()
-                .map(|m| {
-                    let recipients: Vec<serde_json::Value> = m
-                        .recipients
-                        .iter()
-                        .map(
-                            |(address, kind)| serde_json::json!({"a": address, "k": kind.as_str()}),
-                        )
-                        .collect();
-                    serde_json::json!({"id": m.id, "p": m.project_id, "t": m.message_type,
-                        "k": m.idempotency_key, "s": m.size, "n": m.now_ms, "e": m.expires_at_ms,
-                        "c": m.content, "r": recipients})
-                })
-                .collect(),
-        )
-        .to_string();
-        sqlx::query("INSERT INTO message_intake (doc, at) SELECT value, ?1 FROM json_each(?2)")
-            .bind(ts(OffsetDateTime::now_utc()))
-            .bind(&docs)
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(out)
-}
-
 async fn status_in(
     tx: &mut Transaction<'_, Sqlite>,
     project_id: &str,

@@ -1,0 +1,402 @@
+//! The hot path's writer: one thread that owns one SQLite connection and writes every
+//! submission, claim and delivery outcome.
+//!
+//! Callers on the async side send an [`Op`] and wait for its answer. The thread takes the first
+//! waiting op and everything queued behind it, runs them all in **one** `BEGIN IMMEDIATE`
+//! transaction (each op in its own savepoint, so one bad op does not sink the others), commits —
+//! one fsync for the lot with `synchronous=FULL` — and only then answers. This is group commit
+//! across all three kinds of write: a submission, the claim that picks it up and the outcomes of
+//! earlier deliveries share one commit instead of paying one each, and no statement crosses a
+//! thread boundary on its own (sqlx runs each statement as a round trip to its connection's
+//! thread, which measured as the critical path: see BENCHMARKS.md).
+//!
+//! Nothing is answered before the transaction holding it committed: an accepted message is on
+//! disk, a claim is recorded before its messages are handed out, an outcome is durable before
+//! the in-flight slot it held is freed.
+
+use std::path::Path;
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+
+use super::{recipients_from_json, recipients_of_messages, ts};
+use crate::domain::message::MessageStatus;
+use crate::store::{ClaimedMessage, DeliveryUpdate, Enqueued, NewMessage, StoreError};
+
+/// Most ops run in one transaction; more wait for the next one.
+const MAX_OPS_PER_COMMIT: usize = 1024;
+
+enum Op {
+    Enqueue(
+        Vec<NewMessage>,
+        oneshot::Sender<Result<Vec<Enqueued>, StoreError>>,
+    ),
+    Claim {
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: i64,
+        reply: oneshot::Sender<Result<Vec<ClaimedMessage>, StoreError>>,
+    },
+    Record(
+        Arc<[DeliveryUpdate]>,
+        oneshot::Sender<Result<(), StoreError>>,
+    ),
+}
+
+/// What one op did inside the transaction, waiting for the commit to be answered.
+enum Done {
+    Enqueue(
+        Result<Vec<Enqueued>, StoreError>,
+        oneshot::Sender<Result<Vec<Enqueued>, StoreError>>,
+    ),
+    Claim(
+        Result<Vec<ClaimedMessage>, StoreError>,
+        oneshot::Sender<Result<Vec<ClaimedMessage>, StoreError>>,
+    ),
+    Record(
+        Result<(), StoreError>,
+        oneshot::Sender<Result<(), StoreError>>,
+    ),
+}
+
+impl Done {
+    /// Answers the caller; when the commit failed, every op gets that error instead.
+    fn answer(self, commit: &Result<(), String>) {
+        let failed = |e: &String| StoreError::Write(e.clone());
+        match self {
+            Done::Enqueue(r, tx) => {
+                let _ = tx.send(commit.as_ref().map_err(failed).and(r));
+            }
+            Done::Claim(r, tx) => {
+                let _ = tx.send(commit.as_ref().map_err(failed).and(r));
+            }
+            Done::Record(r, tx) => {
+                let _ = tx.send(commit.as_ref().map_err(failed).and(r));
+            }
+        }
+    }
+}
+
+pub(super) struct HotWriter {
+    tx: Option<mpsc::Sender<Op>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for HotWriter {
+    /// Closing the channel lets the thread finish the transaction in hand and exit; joining it
+    /// means the database is closed when the store is gone (a test can reopen it at once).
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl HotWriter {
+    /// Opens the writer's connection to an already migrated database file.
+    pub(super) fn open(path: &Path) -> Result<HotWriter, StoreError> {
+        let conn = Connection::open(path)?;
+        // Per-connection settings, the same as the sqlx connections'.
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        // The background checkpointer copies the WAL back (see `spawn_checkpointer`).
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("cartero-writer".into())
+            .spawn(move || run(conn, rx))
+            .map_err(|e| StoreError::Corrupt(format!("starting the writer thread: {e}")))?;
+        Ok(HotWriter {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    async fn call<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .as_ref()
+            .and_then(|tx| tx.send(op(reply)).ok())
+            .ok_or_else(stopped)?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    pub(super) async fn enqueue(
+        &self,
+        batch: Vec<NewMessage>,
+    ) -> Result<Vec<Enqueued>, StoreError> {
+        self.call(|reply| Op::Enqueue(batch, reply)).await
+    }
+
+    pub(super) async fn claim(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<ClaimedMessage>, StoreError> {
+        self.call(|reply| Op::Claim {
+            now_ms,
+            lease_until_ms,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    pub(super) async fn record(&self, updates: Arc<[DeliveryUpdate]>) -> Result<(), StoreError> {
+        self.call(|reply| Op::Record(updates, reply)).await
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Write("the database writer has stopped".into())
+}
+
+fn run(mut conn: Connection, rx: mpsc::Receiver<Op>) {
+    while let Ok(first) = rx.recv() {
+        let mut ops = vec![first];
+        while ops.len() < MAX_OPS_PER_COMMIT {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        // Claims last, so that they see the submissions of this same transaction.
+        ops.sort_by_key(|op| matches!(op, Op::Claim { .. }));
+        let (done, commit) = run_ops(&mut conn, ops);
+        if let Err(e) = &commit {
+            tracing::error!(error = %e, ops = done.len(), "committing a batch of writes failed");
+        }
+        for d in done {
+            d.answer(&commit);
+        }
+    }
+}
+
+fn run_ops(conn: &mut Connection, ops: Vec<Op>) -> (Vec<Done>, Result<(), String>) {
+    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            let msg = e.to_string();
+            let done = ops
+                .into_iter()
+                .map(|op| match op {
+                    Op::Enqueue(_, r) => Done::Enqueue(Ok(Vec::new()), r),
+                    Op::Claim { reply, .. } => Done::Claim(Ok(Vec::new()), reply),
+                    Op::Record(_, r) => Done::Record(Ok(()), r),
+                })
+                .collect();
+            return (done, Err(msg));
+        }
+    };
+    let at = ts(OffsetDateTime::now_utc());
+    let mut done = Vec::with_capacity(ops.len());
+    for op in ops {
+        done.push(match op {
+            Op::Enqueue(batch, reply) => {
+                Done::Enqueue(in_savepoint(&mut tx, |c| enqueue(c, &batch, &at)), reply)
+            }
+            Op::Claim {
+                now_ms,
+                lease_until_ms,
+                limit,
+                reply,
+            } => Done::Claim(
+                in_savepoint(&mut tx, |c| claim(c, now_ms, lease_until_ms, limit)),
+                reply,
+            ),
+            Op::Record(updates, reply) => {
+                Done::Record(in_savepoint(&mut tx, |c| record(c, &updates, &at)), reply)
+            }
+        });
+    }
+    let commit = tx.commit().map_err(|e| e.to_string());
+    (done, commit)
+}
+
+/// Runs one op in its own savepoint: an op that fails is undone alone (dropping the savepoint
+/// rolls it back) and answered with its error, while the others still commit.
+fn in_savepoint<T>(
+    tx: &mut rusqlite::Transaction<'_>,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let sp = tx.savepoint()?;
+    let out = f(&sp)?;
+    sp.commit()?;
+    Ok(out)
+}
+
+/// Stores a batch of submissions; an idempotency key seen before (also earlier in this same
+/// transaction) answers the first message instead.
+fn enqueue(conn: &Connection, batch: &[NewMessage], at: &str) -> Result<Vec<Enqueued>, StoreError> {
+    let mut find = conn.prepare_cached(
+        "SELECT id, status FROM messages WHERE project_id = ?1 AND idempotency_key = ?2",
+    )?;
+    let mut message = conn.prepare_cached(
+        "INSERT INTO messages (id, project_id, message_type, status, idempotency_key, size_bytes, \
+           next_attempt_at, lease_until, expires_at, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+    )?;
+    let mut body =
+        conn.prepare_cached("INSERT INTO message_bodies (message_id, content) VALUES (?1, ?2)")?;
+    let mut recipient = conn.prepare_cached(
+        "INSERT INTO message_recipients (message_id, position, address, kind, status) \
+         VALUES (?1, ?2, ?3, ?4, 'pending')",
+    )?;
+    let mut event =
+        conn.prepare_cached("INSERT INTO events (message_id, kind, at) VALUES (?1, 'queued', ?2)")?;
+    let mut out = Vec::with_capacity(batch.len());
+    for m in batch {
+        if let Some(key) = &m.idempotency_key {
+            let existing: Option<(String, String)> = find
+                .query_row(params![m.project_id, key], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            if let Some((id, status)) = existing {
+                let status = MessageStatus::parse(&status)
+                    .ok_or_else(|| StoreError::Corrupt(format!("status {status}")))?;
+                out.push(Enqueued::Existing { id, status });
+                continue;
+            }
+        }
+        // A message handed straight to this node's dispatcher is stored as already claimed.
+        let status = if m.lease_until_ms.is_some() {
+            MessageStatus::Sending
+        } else {
+            MessageStatus::Queued
+        };
+        message.execute(params![
+            m.id,
+            m.project_id,
+            m.message_type,
+            status.as_str(),
+            m.idempotency_key,
+            m.size as i64,
+            m.now_ms,
+            m.lease_until_ms,
+            m.expires_at_ms,
+            at,
+        ])?;
+        body.execute(params![m.id, m.content])?;
+        for (position, (address, kind)) in m.recipients.iter().enumerate() {
+            recipient.execute(params![m.id, position as i64, address, kind.as_str()])?;
+        }
+        event.execute(params![m.id, at])?;
+        out.push(Enqueued::New);
+    }
+    Ok(out)
+}
+
+/// Claims up to `limit` due messages: their status becomes `sending` under a lease, and each
+/// comes with its body and recipients.
+fn claim(
+    conn: &Connection,
+    now_ms: i64,
+    lease_until_ms: i64,
+    limit: i64,
+) -> Result<Vec<ClaimedMessage>, StoreError> {
+    let mut stmt = conn.prepare_cached(concat!(
+        "UPDATE messages SET status = 'sending', lease_until = ?1 \
+         WHERE id IN (SELECT id FROM messages WHERE status IN ('queued', 'deferred') \
+                      AND next_attempt_at <= ?2 ORDER BY next_attempt_at LIMIT ?3) \
+         RETURNING id, project_id, message_type, message_id_header, attempt_count, expires_at, \
+           (SELECT content FROM message_bodies b WHERE b.message_id = messages.id) AS content, ",
+        recipients_of_messages!(),
+        " AS recipients"
+    ))?;
+    let mut rows = stmt.query(params![lease_until_ms, now_ms, limit])?;
+    let mut claimed = Vec::new();
+    while let Some(row) = rows.next()? {
+        let id: String = row.get(0)?;
+        let content: Option<String> = row.get(6)?;
+        let recipients: String = row.get(7)?;
+        claimed.push(ClaimedMessage {
+            content: content
+                .ok_or_else(|| StoreError::Corrupt(format!("message {id} has no body")))?,
+            recipients: recipients_from_json(&recipients)?,
+            project_id: row.get(1)?,
+            message_type: row.get(2)?,
+            message_id_header: row.get(3)?,
+            attempt_count: row.get(4)?,
+            expires_at_ms: row.get(5)?,
+            id,
+        });
+    }
+    Ok(claimed)
+}
+
+/// Writes what delivery rounds did: the message's status, its recipients, the attempts with
+/// their transcripts, the events, and the sends that count against account limits.
+fn record(conn: &Connection, updates: &[DeliveryUpdate], at: &str) -> Result<(), StoreError> {
+    let mut message = conn.prepare_cached(
+        "UPDATE messages SET status = ?2, next_attempt_at = ?3, lease_until = NULL, \
+           account_id = COALESCE(?4, account_id), \
+           message_id_header = COALESCE(?5, message_id_header), \
+           last_code = ?6, last_reply = ?7, attempt_count = attempt_count + ?8, updated_at = ?9 \
+         WHERE id = ?1 AND status = 'sending'",
+    )?;
+    let mut recipient = conn.prepare_cached(
+        "UPDATE message_recipients SET status = ?3, reply = ?4 \
+         WHERE message_id = ?1 AND position = ?2",
+    )?;
+    let mut attempt = conn.prepare_cached(
+        "INSERT INTO attempts (message_id, account_id, account_name, started_at, duration_ms, \
+           outcome, reply, diagnosis_code, note, transcript) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    let mut event = conn.prepare_cached(
+        "INSERT INTO events (message_id, kind, detail, at) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    let mut send = conn.prepare_cached(
+        "INSERT INTO account_sends (account_id, minute, count) VALUES (?1, ?2, 1) \
+         ON CONFLICT (account_id, minute) DO UPDATE SET count = count + 1",
+    )?;
+    for u in updates {
+        message.execute(params![
+            u.message_id,
+            u.status.as_str(),
+            u.next_attempt_at_ms,
+            u.account_id,
+            u.message_id_header,
+            u.last_code,
+            u.last_reply,
+            u.attempts.len() as i64,
+            at,
+        ])?;
+        for (position, status, reply) in &u.recipients {
+            recipient.execute(params![u.message_id, position, status, reply])?;
+        }
+        for a in &u.attempts {
+            let transcript =
+                serde_json::to_string(&a.transcript).unwrap_or_else(|_| "[]".to_string());
+            attempt.execute(params![
+                u.message_id,
+                a.account_id,
+                a.account_name,
+                ts(a.started_at),
+                a.duration_ms,
+                a.outcome,
+                a.reply,
+                a.diagnosis_code,
+                a.note,
+                transcript,
+            ])?;
+        }
+        for (kind, detail) in &u.events {
+            event.execute(params![u.message_id, kind, detail, at])?;
+        }
+        for (account, minute) in &u.sends {
+            send.execute(params![account, minute])?;
+        }
+    }
+    Ok(())
+}
