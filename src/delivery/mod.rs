@@ -808,8 +808,10 @@ impl Dispatcher {
 /// brought (measured: 5 → 20 ms raised throughput ~18 % and halved the accept p50 at
 /// 1,000 msgs/s); an idle server claims at once, so a lone message is not delayed.
 const CLAIM_SPACING: Duration = Duration::from_millis(20);
-/// How long the recorder lets outcomes gather before writing them.
-const RECORD_LINGER: Duration = Duration::from_millis(20);
+/// How long the recorder lets outcomes gather before writing them. Outcomes that finish while
+/// a write is in hand gather anyway; 2 ms against 20 ms, in alternating pairs: 5,887/6,043
+/// against 5,237/5,775 msgs/s end to end (an in-flight slot is freed sooner).
+const RECORD_LINGER: Duration = Duration::from_millis(2);
 
 /// Writes outcomes in batches (one transaction for everything finished meanwhile); the
 /// in-flight permit is released only once its outcome is on disk.
