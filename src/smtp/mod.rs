@@ -527,6 +527,35 @@ impl Session {
         Ok(reply)
     }
 
+    /// The message once a DATA pipelined behind MAIL and RCPT was answered 354 (RFC 2920
+    /// §3.1): the body, its final dot, and the server's reply to them.
+    pub async fn body(&mut self, message: &[u8]) -> Result<SmtpReply, Failure> {
+        let timeout = self.client.timeout;
+        let sent = tokio::time::timeout(timeout, async {
+            self.client.write_message(message).await?;
+            self.client.read().await
+        })
+        .await;
+        let reply = match sent {
+            Err(_) => return Err(self.failure(Stage::Data, mail_send::Error::Timeout)),
+            Ok(Err(e)) => return Err(self.failure(Stage::Data, e)),
+            Ok(Ok(r)) => to_reply(&r),
+        };
+        if !(200..300).contains(&reply.code) {
+            return Err(Failure::Reply {
+                stage: Stage::Data,
+                reply,
+            });
+        }
+        Ok(reply)
+    }
+
+    /// Ends a data phase that a pipelined DATA opened when there is nothing to send (the
+    /// sender or every recipient was refused, yet the server answered 354): an empty body.
+    pub async fn abandon_data(&mut self) {
+        let _ = self.client.cmd(b".\r\n").await;
+    }
+
     pub async fn rset(&mut self) {
         let _ = self.client.cmd(b"RSET\r\n").await;
     }

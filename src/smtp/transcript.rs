@@ -5,7 +5,7 @@
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -16,7 +16,10 @@ pub struct Transcript {
     client_partial: Vec<u8>,
     server_partial: Vec<u8>,
     in_auth: bool,
-    awaiting_data_go: bool,
+    /// Commands written whose replies have not arrived yet (pipelining, RFC 2920).
+    pending_replies: usize,
+    /// After DATA was written: how many replies still come before the one that answers it.
+    data_reply_after: Option<usize>,
     in_data: bool,
     data_bytes: usize,
     /// The lines of the last complete server reply (for diagnosing unparseable answers).
@@ -128,6 +131,7 @@ impl Transcript {
                     self.data_bytes.saturating_sub(3)
                 ));
                 self.push("C: .".into());
+                self.pending_replies += 1;
                 self.client_partial.clear();
                 self.in_data = false;
                 self.data_bytes = 0;
@@ -155,10 +159,11 @@ impl Transcript {
             self.push("C: ****".into());
         } else {
             if upper == "DATA" {
-                self.awaiting_data_go = true;
+                self.data_reply_after = Some(self.pending_replies);
             }
             self.push(format!("C: {line}"));
         }
+        self.pending_replies += 1;
     }
 
     fn server_bytes(&mut self, bytes: &[u8]) {
@@ -182,9 +187,15 @@ impl Transcript {
             if self.in_auth && !line.starts_with("334") {
                 self.in_auth = false;
             }
-            if self.awaiting_data_go {
-                self.awaiting_data_go = false;
-                self.in_data = line.starts_with("354");
+            self.pending_replies = self.pending_replies.saturating_sub(1);
+            match self.data_reply_after {
+                // This reply answers DATA: the body follows only after a 354.
+                Some(0) => {
+                    self.data_reply_after = None;
+                    self.in_data = line.starts_with("354");
+                }
+                Some(n) => self.data_reply_after = Some(n - 1),
+                None => {}
             }
         }
         self.push(format!("S: {line}"));
@@ -192,17 +203,45 @@ impl Transcript {
 }
 
 /// Wraps a stream and records what passes through into a shared [`Transcript`].
+///
+/// Writes are also gathered until the next flush (SMTP clients flush before they wait for a
+/// reply), so that a pipelined group of commands, or a message body and its final dot, leave as
+/// one write instead of one system call — and often one TCP segment — each.
 pub struct Recorded<S> {
     pub inner: S,
     pub transcript: Arc<Mutex<Transcript>>,
+    out: Vec<u8>,
+    /// How much of `out` the inner stream has taken.
+    written: usize,
 }
+
+/// Gathered writes go out once they reach this size; a larger write goes straight through.
+const WRITE_BUFFER: usize = 16 * 1024;
 
 impl<S> Recorded<S> {
     pub fn new(inner: S) -> Recorded<S> {
         Recorded {
             inner,
             transcript: Arc::new(Mutex::new(Transcript::default())),
+            out: Vec::new(),
+            written: 0,
         }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Recorded<S> {
+    /// Writes out what was gathered.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while self.written < self.out.len() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.out[self.written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.written += n;
+        }
+        self.out.clear();
+        self.written = 0;
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -229,26 +268,40 @@ impl<S: AsyncRead + Unpin> AsyncRead for Recorded<S> {
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Recorded<S> {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = &poll {
-            self.transcript
-                .lock()
-                .expect("not poisoned")
-                .client_bytes(&buf[..*n]);
-        }
-        poll
+        let this = self.get_mut();
+        let n = if this.out.len() + buf.len() <= WRITE_BUFFER {
+            this.out.extend_from_slice(buf);
+            buf.len()
+        } else {
+            ready!(this.poll_drain(cx))?;
+            if buf.len() < WRITE_BUFFER {
+                this.out.extend_from_slice(buf);
+                buf.len()
+            } else {
+                ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?
+            }
+        };
+        this.transcript
+            .lock()
+            .expect("not poisoned")
+            .client_bytes(&buf[..n]);
+        Poll::Ready(Ok(n))
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 
@@ -326,6 +379,34 @@ mod tests {
         assert_eq!(
             lines[lines.len() - 3..],
             ["C: <message: 0 bytes>", "C: .", "C: QUIT"]
+        );
+    }
+
+    /// With DATA pipelined behind MAIL and RCPT (RFC 2920), the body begins after the reply
+    /// that answers DATA, not after the first reply that arrives.
+    #[test]
+    fn pipelined_data_waits_for_its_own_reply() {
+        let mut t = Transcript::default();
+        t.server_bytes(b"220 mx ESMTP\r\n");
+        t.client_bytes(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n");
+        t.server_bytes(b"250 ok\r\n");
+        t.server_bytes(b"250 ok\r\n354 go\r\n");
+        t.client_bytes(b"Subject: secret body\r\n\r\nhello\r\n.\r\n");
+        t.server_bytes(b"250 queued\r\n");
+        let text = t.lines().join("\n");
+        assert!(!text.contains("secret body"), "{text}");
+        assert!(text.contains("C: <message: 31 bytes>"), "{text}");
+
+        // Every recipient refused: DATA is refused too, and what follows is commands again.
+        let mut t = Transcript::default();
+        t.client_bytes(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n");
+        t.server_bytes(b"250 ok\r\n550 no such user\r\n554 no valid recipients\r\n");
+        t.client_bytes(b"RSET\r\n");
+        t.server_bytes(b"250 reset\r\n");
+        assert!(
+            t.lines().contains(&"C: RSET".to_string()),
+            "{:?}",
+            t.lines()
         );
     }
 }

@@ -435,6 +435,74 @@ async fn results_are_per_recipient() {
     );
 }
 
+/// A server that offers PIPELINING (RFC 2920) gets MAIL, every RCPT and DATA in one group;
+/// the body follows the 354 that answers DATA, and is still kept out of the transcript.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_transaction_settles_each_recipient() {
+    let Some(server) = plain_server(Some(json!({
+        "ehlo": ["250-mx.example", "250-PIPELINING", "250 8BITMIME"],
+        "rcpt:malo@example.com": "550 5.1.1 no such user",
+    }))) else {
+        return;
+    };
+    let app = fast_app().await;
+    add_account(&app, "Tubería", server.port, "system", 0, json!({})).await;
+    let id = send(&app, json!({"to": ["bueno@example.com", "malo@example.com"], "subject": "Factura secreta", "text": "Cuerpo confidencial"})).await;
+    let m = wait_status(&app, &id, "partial", 10).await;
+    let statuses: Vec<&str> = m["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["sent", "failed"], "{m:#}");
+    let log = server.wait_for_messages(1, Duration::from_secs(2));
+    assert_eq!(log[0]["rcpt_tos"], json!(["bueno@example.com"]));
+
+    let lines: Vec<String> = m["attempts"][0]["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect();
+    let at = |prefix: &str| {
+        lines
+            .iter()
+            .position(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` in {lines:#?}"))
+    };
+    // Pipelined: DATA went out before the server answered MAIL.
+    assert!(at("C: DATA") < at("S: 250 2.1.0"), "{lines:#?}");
+    assert!(at("S: 354") < at("C: <message:"), "{lines:#?}");
+    let text = lines.join("\n");
+    assert!(
+        !text.contains("Cuerpo confidencial") && !text.contains("Factura secreta"),
+        "{text}"
+    );
+}
+
+/// Every recipient refused in a pipelined group: DATA is refused too, nothing is sent, the
+/// message fails, and the same connection delivers the next message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_transaction_with_no_valid_recipient_sends_nothing() {
+    let Some(server) = plain_server(Some(json!({
+        "ehlo": ["250-mx.example", "250-PIPELINING", "250 8BITMIME"],
+        "rcpt:malo@example.com": "550 5.1.1 no such user",
+    }))) else {
+        return;
+    };
+    let app = fast_app().await;
+    add_account(&app, "Tubería", server.port, "system", 0, json!({})).await;
+    let refused = send(&app, simple("system", "malo@example.com")).await;
+    let m = wait_status(&app, &refused, "failed", 10).await;
+    assert_eq!(m["recipients"][0]["status"], "failed", "{m:#}");
+    let good = send(&app, simple("system", "bueno@example.com")).await;
+    wait_status(&app, &good, "sent", 10).await;
+    let log = server.wait_for_messages(1, Duration::from_secs(2));
+    assert_eq!(log.len(), 1, "only the good message arrived: {log:?}");
+    assert_eq!(log[0]["rcpt_tos"], json!(["bueno@example.com"]));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_keys_return_the_first_answer() {
     let Some(server) = plain_server(None) else {
