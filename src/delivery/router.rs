@@ -49,15 +49,16 @@ impl Candidate {
 #[derive(Debug, Default)]
 pub struct Routes {
     pub version: i64,
-    by_type: HashMap<(String, String), Vec<Candidate>>,
-    fallback: Option<Candidate>,
+    by_type: HashMap<(String, String), Vec<Arc<Candidate>>>,
+    fallback: Option<Arc<Candidate>>,
 }
 
 /// What routing found for one message.
 #[derive(Debug)]
 pub enum Route {
     /// Try these, in order.
-    Candidates(Vec<Candidate>),
+    /// Shared with the routing table: a message's round does not copy the accounts.
+    Candidates(Vec<Arc<Candidate>>),
     /// Accounts exist but all are paused (throttled) until this time.
     AllPaused { until_ms: i64 },
     /// No account of the type and no fallback.
@@ -79,10 +80,10 @@ impl Routes {
         accounts: &Accounts,
         env_fallback: Option<&Arc<EnvFallback>>,
     ) -> Routes {
-        let mut by_type: HashMap<(String, String), Vec<Candidate>> = HashMap::new();
+        let mut by_type: HashMap<(String, String), Vec<Arc<Candidate>>> = HashMap::new();
         let mut fallback = None;
         for r in records.iter().filter(|r| r.spec.enabled) {
-            let Some(c) = Candidate::stored(r, accounts) else {
+            let Some(c) = Candidate::stored(r, accounts).map(Arc::new) else {
                 continue;
             };
             if r.project_id == SYSTEM_PROJECT {
@@ -108,13 +109,13 @@ impl Routes {
         if fallback.is_none()
             && let Some(env) = env_fallback
         {
-            fallback = Some(Candidate {
+            fallback = Some(Arc::new(Candidate {
                 id: None,
                 key: "environment-fallback".into(),
                 spec: env.spec.clone(),
                 password: env.password.clone(),
                 paused_until: None,
-            });
+            }));
         }
         Routes {
             version,
@@ -128,17 +129,17 @@ impl Routes {
         let own = self
             .by_type
             .get(&(project.to_string(), message_type.to_string()));
-        let list: Vec<&Candidate> = match own {
+        let list: Vec<&Arc<Candidate>> = match own {
             Some(list) if !list.is_empty() => list.iter().collect(),
             _ => self.fallback.iter().collect(),
         };
         if list.is_empty() {
             return Route::NoAccount;
         }
-        let ready: Vec<Candidate> = list
+        let ready: Vec<Arc<Candidate>> = list
             .iter()
             .filter(|c| c.paused_until.is_none_or(|p| p <= now_ms))
-            .map(|c| (*c).clone())
+            .map(|c| Arc::clone(c))
             .collect();
         if ready.is_empty() {
             let until_ms = list
