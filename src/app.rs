@@ -153,7 +153,7 @@ impl Application {
             },
             wake.clone(),
         );
-        let intake = Intake::start(
+        let intake = Intake::new(
             store.clone(),
             wake,
             config.delivery.max_message_bytes,

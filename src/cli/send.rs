@@ -99,7 +99,7 @@ pub enum MessagesCommand {
 }
 
 fn intake(store: &Arc<dyn Store>, config: &Config) -> Intake {
-    Intake::start(
+    Intake::new(
         store.clone(),
         Arc::new(tokio::sync::Notify::new()),
         config.delivery.max_message_bytes,

@@ -1,14 +1,14 @@
 //! Accepting messages: check, render templates, and store — durably — before answering.
 //!
-//! Submissions from every caller go through one committer task that writes everything that
-//! arrived meanwhile in one transaction (group commit): with `synchronous=FULL` each commit
-//! costs an fsync, and sharing it keeps durability without giving up throughput. A caller is
-//! answered only after the transaction holding its message committed.
+//! The store writes every submission that arrived meanwhile in one transaction (group commit:
+//! with `synchronous=FULL` each commit costs an fsync, and sharing it keeps durability without
+//! giving up throughput). A caller is answered only after the transaction holding its message
+//! committed.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::Notify;
 
 use super::{Handed, Handoff};
 use crate::domain::i18n::Locale;
@@ -41,14 +41,8 @@ pub struct Accepted {
     pub replayed: bool,
 }
 
-struct Job {
-    message: NewMessage,
-    reply: oneshot::Sender<Result<Enqueued, String>>,
-}
-
 #[derive(Clone)]
 pub struct Intake {
-    tx: mpsc::Sender<Job>,
     wake: Arc<Notify>,
     store: Arc<dyn Store>,
     max_message_bytes: usize,
@@ -57,50 +51,17 @@ pub struct Intake {
     handoff: Option<Handoff>,
 }
 
-/// Most messages written in one statement.
-const MAX_BATCH: usize = super::MAX_BATCH;
-
 impl Intake {
-    /// Starts the committer; `wake` is notified after a commit that queued messages (the
-    /// dispatcher waits on it). With a `handoff`, a message is given straight to the dispatcher
-    /// when it has a free slot.
-    pub fn start(
+    /// `wake` is notified after a message is queued (the dispatcher waits on it). With a
+    /// `handoff`, a message is given straight to the dispatcher when it has a free slot.
+    pub fn new(
         store: Arc<dyn Store>,
         wake: Arc<Notify>,
         max_message_bytes: usize,
         max_lifetime: Duration,
         handoff: Option<Handoff>,
     ) -> Intake {
-        let (tx, mut rx) = mpsc::channel::<Job>(4096);
-        let committer_store = store.clone();
-        let committer_wake = wake.clone();
-        tokio::spawn(async move {
-            let wake = committer_wake;
-            while let Some(jobs) = super::recv_batch(&mut rx, MAX_BATCH).await {
-                let (batch, replies): (Vec<NewMessage>, Vec<_>) =
-                    jobs.into_iter().map(|j| (j.message, j.reply)).unzip();
-                // Messages handed over need no claim; queued ones do.
-                let queued = batch.iter().any(|m| m.lease_until_ms.is_none());
-                match committer_store.enqueue(batch).await {
-                    Ok(outcomes) => {
-                        for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                            let _ = reply.send(Ok(outcome));
-                        }
-                        if queued {
-                            wake.notify_one();
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, batch = replies.len(), "storing messages failed");
-                        for reply in replies {
-                            let _ = reply.send(Err(e.to_string()));
-                        }
-                    }
-                }
-            }
-        });
         Intake {
-            tx,
             wake,
             store,
             max_message_bytes,
@@ -211,17 +172,23 @@ impl Intake {
             content,
             permit,
         });
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Job { message, reply })
-            .await
-            .map_err(|_| SubmitError::Unavailable("the committer stopped".into()))?;
-        match answer.await {
-            Err(_) => Err(SubmitError::Unavailable("the committer stopped".into())),
-            Ok(Err(e)) => Err(SubmitError::Unavailable(e)),
-            Ok(Ok(Enqueued::New)) => {
-                if let (Some(handoff), Some(handed)) = (&self.handoff, handed) {
-                    handoff.hand(handed);
+        // The store groups concurrent submissions into one commit (group commit) and answers
+        // each once it is durable.
+        let queued = message.lease_until_ms.is_none();
+        let stored = self.store.enqueue(vec![message]).await.map(|mut v| v.pop());
+        match stored {
+            Err(e) => {
+                tracing::error!(error = %e, "storing a message failed");
+                Err(SubmitError::Unavailable(e.to_string()))
+            }
+            Ok(None) => Err(SubmitError::Unavailable(
+                "the store answered no outcome".into(),
+            )),
+            Ok(Some(Enqueued::New)) => {
+                match (&self.handoff, handed) {
+                    (Some(handoff), Some(handed)) => handoff.hand(handed),
+                    _ if queued => self.wake.notify_one(),
+                    _ => {}
                 }
                 metrics::counter!("cartero_accepted_total").increment(1);
                 Ok(Accepted {
@@ -230,7 +197,7 @@ impl Intake {
                     replayed: false,
                 })
             }
-            Ok(Ok(Enqueued::Existing { id, status })) => Ok(Accepted {
+            Ok(Some(Enqueued::Existing { id, status })) => Ok(Accepted {
                 id,
                 status,
                 replayed: true,

@@ -70,17 +70,8 @@ impl Default for DeliverySettings {
     }
 }
 
-/// Most messages written by one statement (a group commit or a batch of outcomes).
+/// Most hand-offs or outcomes taken at once.
 pub const MAX_BATCH: usize = 512;
-
-/// Waits for one item, then takes what else is already waiting, up to `max` in all; `None`
-/// once the channel is closed and empty. The batches of group commit and outcome records.
-pub async fn recv_batch<T>(rx: &mut mpsc::Receiver<T>, max: usize) -> Option<Vec<T>> {
-    let first = rx.recv().await?;
-    let mut batch = vec![first];
-    batch.extend(recv_ready(rx, max - 1));
-    Some(batch)
-}
 
 /// Up to `max` items that are already waiting, without waiting.
 fn recv_ready<T>(rx: &mut mpsc::Receiver<T>, max: usize) -> Vec<T> {
@@ -813,12 +804,14 @@ const CLAIM_SPACING: Duration = Duration::from_millis(20);
 /// against 5,237/5,775 msgs/s end to end (an in-flight slot is freed sooner).
 const RECORD_LINGER: Duration = Duration::from_millis(2);
 
-/// Writes outcomes in batches (one transaction for everything finished meanwhile); the
-/// in-flight permit is released only once its outcome is on disk.
+/// Writes outcomes in batches; the in-flight permit is released only once its outcome is on
+/// disk. A batch is written without waiting for the one before: the store groups every write
+/// that is waiting into one commit, so batches that gathered during a commit share the next.
 async fn record_outcomes(
     store: Arc<dyn Store>,
     mut rx: mpsc::Receiver<(DeliveryUpdate, OwnedSemaphorePermit)>,
 ) {
+    let mut writes = tokio::task::JoinSet::new();
     while let Some(first) = rx.recv().await {
         // Let more outcomes gather behind the first.
         tokio::time::sleep(RECORD_LINGER).await;
@@ -827,17 +820,23 @@ async fn record_outcomes(
         let (updates, permits): (Vec<DeliveryUpdate>, Vec<OwnedSemaphorePermit>) =
             batch.into_iter().unzip();
         let updates: Arc<[DeliveryUpdate]> = updates.into();
-        let mut delay = Duration::from_millis(100);
-        loop {
-            match store.record_deliveries(updates.clone()).await {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::error!(error = %e, batch = updates.len(), "recording delivery outcomes failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
+        let store = store.clone();
+        writes.spawn(async move {
+            let mut delay = Duration::from_millis(100);
+            loop {
+                match store.record_deliveries(updates.clone()).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, batch = updates.len(), "recording delivery outcomes failed; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(10));
+                    }
                 }
             }
-        }
-        drop(permits);
+            drop(permits);
+        });
+        // Reap the writes that are done, so the set does not grow.
+        while writes.try_join_next().is_some() {}
     }
+    while writes.join_next().await.is_some() {}
 }
