@@ -20,11 +20,12 @@ use crate::tls::{TlsTrust, Verification};
 
 /// How long an idle connection may wait in the pool.
 const IDLE_LIMIT: Duration = Duration::from_secs(20);
-/// Idle connections kept per account.
-const MAX_IDLE: usize = 16;
 
 #[derive(Debug, Clone)]
 pub struct TransportSettings {
+    /// Idle connections kept per account: as many as an account may use at once, so that a
+    /// busy account does not close and reopen connections.
+    pub max_idle_per_account: usize,
     pub timeouts: Timeouts,
     pub trust: TlsTrust,
     pub helo_name: String,
@@ -85,7 +86,7 @@ impl Transport {
         let mut idle = self.idle.lock().expect("not poisoned");
         let list = idle.entry(key.to_string()).or_default();
         list.retain(|i| i.since.elapsed() < IDLE_LIMIT);
-        if list.len() < MAX_IDLE {
+        if list.len() < self.settings.max_idle_per_account.max(1) {
             list.push(Idle {
                 session,
                 caps,
