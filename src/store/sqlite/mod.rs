@@ -43,15 +43,6 @@ pub struct SqliteStore {
     hot: hot::HotWriter,
     /// Token lookups and the accounts' version, read on the calling thread.
     inline: inline::InlineReader,
-    checkpointer: Option<tokio::task::AbortHandle>,
-}
-
-impl Drop for SqliteStore {
-    fn drop(&mut self) {
-        if let Some(task) = &self.checkpointer {
-            task.abort();
-        }
-    }
 }
 
 impl SqliteStore {
@@ -85,40 +76,13 @@ impl SqliteStore {
             .max_connections(8)
             .connect_with(options)
             .await?;
-        let checkpointer = spawn_checkpointer(pool.clone());
         Ok(SqliteStore {
             pool,
             writer,
             hot,
             inline,
-            checkpointer,
         })
     }
-}
-
-/// Copies the WAL back into the database every 500 ms with a PASSIVE checkpoint, which never
-/// blocks writers; the commits themselves stay durable (`synchronous=FULL` fsyncs the WAL).
-/// Without it, the commit that crossed SQLite's autocheckpoint threshold paid for the whole
-/// checkpoint, which showed up as accept-latency spikes of seconds.
-fn spawn_checkpointer(pool: SqlitePool) -> Option<tokio::task::AbortHandle> {
-    let handle = tokio::runtime::Handle::try_current().ok()?;
-    let task = handle.spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if pool.is_closed() {
-                return;
-            }
-            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .execute(&pool)
-                .await
-            {
-                tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
-            }
-        }
-    });
-    Some(task.abort_handle())
 }
 
 fn ts(t: OffsetDateTime) -> String {
