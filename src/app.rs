@@ -171,7 +171,7 @@ impl Application {
         }
         Ok(Application {
             listener,
-            state: AppState {
+            state: AppState::new(http::AppParts {
                 config: Arc::new(config),
                 store,
                 accounts,
@@ -182,7 +182,7 @@ impl Application {
                 users,
                 intake,
                 metrics: metrics_handle(),
-            },
+            }),
             dispatcher,
             _lock: lock,
         })
