@@ -166,10 +166,15 @@ impl Transcript {
         self.pending_replies += 1;
     }
 
-    fn server_bytes(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.server_partial.push(b);
-            if b == b'\n' {
+    fn server_bytes(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let (piece, rest) = match memchr::memchr(b'\n', bytes) {
+                Some(i) => (&bytes[..=i], &bytes[i + 1..]),
+                None => (bytes, &[][..]),
+            };
+            self.server_partial.extend_from_slice(piece);
+            bytes = rest;
+            if piece.ends_with(b"\n") {
                 let line = String::from_utf8_lossy(&self.server_partial)
                     .trim_end_matches(['\r', '\n'])
                     .to_string();
