@@ -67,7 +67,13 @@ where
 }
 
 /// Deserializes `bytes`, turning serde's complaint into a field error a person can act on.
+///
+/// A body is first read with plain serde_json; only a body that fails is read again with
+/// serde_path_to_error, whose path tracking (for the error's `field`) cost every request.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if let Ok(value) = serde_json::from_slice::<T>(bytes) {
+        return Ok(value);
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: Result<T, _> = serde_path_to_error::deserialize(&mut de);
     if value.is_ok()
