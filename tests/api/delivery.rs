@@ -435,18 +435,25 @@ async fn results_are_per_recipient() {
     );
 }
 
+/// aiosmtpd offering PIPELINING and refusing `malo@example.com`, and an app whose one account
+/// sends through it.
+async fn pipelining_peer() -> Option<(Smtpd, TestApp)> {
+    let server = plain_server(Some(json!({
+        "ehlo": ["250-mx.example", "250-PIPELINING", "250 8BITMIME"],
+        "rcpt:malo@example.com": "550 5.1.1 no such user",
+    })))?;
+    let app = fast_app().await;
+    add_account(&app, "Tubería", server.port, "system", 0, json!({})).await;
+    Some((server, app))
+}
+
 /// A server that offers PIPELINING (RFC 2920) gets MAIL, every RCPT and DATA in one group;
 /// the body follows the 354 that answers DATA, and is still kept out of the transcript.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_transaction_settles_each_recipient() {
-    let Some(server) = plain_server(Some(json!({
-        "ehlo": ["250-mx.example", "250-PIPELINING", "250 8BITMIME"],
-        "rcpt:malo@example.com": "550 5.1.1 no such user",
-    }))) else {
+    let Some((server, app)) = pipelining_peer().await else {
         return;
     };
-    let app = fast_app().await;
-    add_account(&app, "Tubería", server.port, "system", 0, json!({})).await;
     let id = send(&app, json!({"to": ["bueno@example.com", "malo@example.com"], "subject": "Factura secreta", "text": "Cuerpo confidencial"})).await;
     let m = wait_status(&app, &id, "partial", 10).await;
     let statuses: Vec<&str> = m["recipients"]
@@ -485,14 +492,9 @@ async fn pipelined_transaction_settles_each_recipient() {
 /// message fails, and the same connection delivers the next message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_transaction_with_no_valid_recipient_sends_nothing() {
-    let Some(server) = plain_server(Some(json!({
-        "ehlo": ["250-mx.example", "250-PIPELINING", "250 8BITMIME"],
-        "rcpt:malo@example.com": "550 5.1.1 no such user",
-    }))) else {
+    let Some((server, app)) = pipelining_peer().await else {
         return;
     };
-    let app = fast_app().await;
-    add_account(&app, "Tubería", server.port, "system", 0, json!({})).await;
     let refused = send(&app, simple("system", "malo@example.com")).await;
     let m = wait_status(&app, &refused, "failed", 10).await;
     assert_eq!(m["recipients"][0]["status"], "failed", "{m:#}");

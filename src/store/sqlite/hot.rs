@@ -3,8 +3,9 @@
 //!
 //! Callers on the async side send an [`Op`] and wait for its answer. The thread takes the first
 //! waiting op and everything queued behind it, runs them all in **one** `BEGIN IMMEDIATE`
-//! transaction (each op in its own savepoint, so one bad op does not sink the others), commits —
-//! one fsync for the lot with `synchronous=FULL` — and only then answers. This is group commit
+//! transaction (should one fail, the lot runs again op by op in savepoints, so one bad op does
+//! not sink the others), commits — one fsync for the lot with `synchronous=FULL` — and only then
+//! answers. This is group commit
 //! across all three kinds of write: a submission, the claim that picks it up and the outcomes of
 //! earlier deliveries share one commit instead of paying one each, and no statement crosses a
 //! thread boundary on its own (sqlx runs each statement as a round trip to its connection's
@@ -12,7 +13,8 @@
 //!
 //! Nothing is answered before the transaction holding it committed: an accepted message is on
 //! disk, a claim is recorded before its messages are handed out, an outcome is durable before
-//! the in-flight slot it held is freed.
+//! the in-flight slot it held is freed. A second thread checkpoints the WAL in the background,
+//! and the writer finishes each checkpoint between two commits so that the WAL starts over.
 
 use std::path::Path;
 use std::sync::{Arc, mpsc};
