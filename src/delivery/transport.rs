@@ -403,7 +403,9 @@ async fn transaction(
         Err(Failure::Reply { stage, reply }) => {
             report.data = Some(reply.clone());
             report.failure = Some(Failure::Reply { stage, reply });
-            // After a refused DATA the transaction is over; the connection stays usable.
+            // After a refused DATA the connection stays usable; RSET makes sure the server
+            // holds no half-open transaction for the next message.
+            session.rset().await;
             Ok(())
         }
         Err(f) => Err(f),

@@ -566,9 +566,11 @@ impl Session {
     }
 }
 
-/// Writes `message` as the content of DATA and ends it: a "." that follows CR or LF is doubled
-/// (the transparency of RFC 5321 §4.5.2, exactly as mail-send's `write_message` applies it),
-/// then CRLF "." CRLF. It finds the dots with memchr instead of testing every byte.
+/// Writes `message` as the content of DATA and ends it: a "." that begins the message or
+/// follows CR or LF is doubled (the transparency of RFC 5321 §4.5.2), then CRLF "." CRLF. It
+/// finds the dots with memchr instead of testing every byte. (mail-send's `write_message` does
+/// not double a dot at the very start, so a raw message beginning with ".\r\n" would end the
+/// data there and have the rest read as commands.)
 pub async fn write_dot_stuffed<W: tokio::io::AsyncWrite + Unpin>(
     w: &mut W,
     message: &[u8],
@@ -576,7 +578,7 @@ pub async fn write_dot_stuffed<W: tokio::io::AsyncWrite + Unpin>(
     use tokio::io::AsyncWriteExt;
     let mut start = 0;
     for dot in memchr::memchr_iter(b'.', message) {
-        if dot > 0 && matches!(message[dot - 1], b'\r' | b'\n') {
+        if dot == 0 || matches!(message[dot - 1], b'\r' | b'\n') {
             // Up to and with this dot; the next piece starts with it again.
             w.write_all(&message[start..=dot]).await?;
             start = dot;
@@ -591,25 +593,41 @@ pub async fn write_dot_stuffed<W: tokio::io::AsyncWrite + Unpin>(
 mod tests {
     use super::*;
 
-    /// The same bytes as mail-send's own transparency procedure, on the cases that matter.
+    async fn stuffed(message: &[u8]) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let (mut ours, mut read_ours) = tokio::io::duplex(1 << 16);
+        write_dot_stuffed(&mut ours, message).await.unwrap();
+        drop(ours);
+        let mut got = Vec::new();
+        read_ours.read_to_end(&mut got).await.unwrap();
+        got
+    }
+
+    /// A dot at the very start of the message is doubled too: otherwise a raw message that
+    /// begins with ".\r\n" ends the data at once and its rest is read as SMTP commands.
+    #[tokio::test]
+    async fn a_leading_dot_is_stuffed() {
+        assert_eq!(
+            stuffed(b".\r\nRSET\r\nMAIL FROM:<x@evil.example>\r\n").await,
+            b"..\r\nRSET\r\nMAIL FROM:<x@evil.example>\r\n\r\n.\r\n"
+        );
+        assert_eq!(stuffed(b".a").await, b"..a\r\n.\r\n");
+    }
+
+    /// Beyond the first byte, the same bytes as mail-send's own transparency procedure.
     #[tokio::test]
     async fn dot_stuffing_matches_mail_send() {
         use tokio::io::AsyncReadExt;
-        let cases: [&[u8]; 7] = [
+        let cases: [&[u8]; 6] = [
             b"",
             b"no dots at all\r\n",
-            b".leading dot stays as mail-send leaves it\r\n",
             b"a\r\n.b\r\n..c\r\n",
             b"lf only\n.d\n",
             b"cr only\r.e",
             b"end with a line of one dot\r\n.",
         ];
         for case in cases {
-            let (mut ours, mut read_ours) = tokio::io::duplex(1 << 16);
-            write_dot_stuffed(&mut ours, case).await.unwrap();
-            drop(ours);
-            let mut got = Vec::new();
-            read_ours.read_to_end(&mut got).await.unwrap();
+            let got = stuffed(case).await;
 
             let (theirs, mut read_theirs) = tokio::io::duplex(1 << 16);
             let mut client = mail_send::SmtpClient {
