@@ -173,9 +173,23 @@ impl Intake {
             permit,
         });
         // The store groups concurrent submissions into one commit (group commit) and answers
-        // each once it is durable.
+        // each once it is durable. Storing and handing over run in a task of their own, so a
+        // caller that goes away (a client that hangs up) cannot leave a stored message claimed
+        // but never handed to the dispatcher.
         let queued = message.lease_until_ms.is_none();
-        let stored = self.store.enqueue(vec![message]).await.map(|mut v| v.pop());
+        let store = self.store.clone();
+        let handoff = self.handoff.clone();
+        let stored = tokio::spawn(async move {
+            let stored = store.enqueue(vec![message]).await.map(|mut v| v.pop());
+            if let (Ok(Some(Enqueued::New)), Some(handoff), Some(handed)) =
+                (&stored, &handoff, handed)
+            {
+                handoff.hand(handed);
+            }
+            stored
+        })
+        .await
+        .map_err(|e| SubmitError::Unavailable(format!("storing the message stopped: {e}")))?;
         match stored {
             Err(e) => {
                 tracing::error!(error = %e, "storing a message failed");
@@ -185,10 +199,12 @@ impl Intake {
                 "the store answered no outcome".into(),
             )),
             Ok(Some(Enqueued::New)) => {
-                match (&self.handoff, handed) {
-                    (Some(handoff), Some(handed)) => handoff.hand(handed),
-                    _ if queued => self.wake.notify_one(),
-                    _ => {}
+                if queued {
+                    // Stored in the queue: claims now go first, oldest first.
+                    if let Some(handoff) = &self.handoff {
+                        handoff.note_backlog();
+                    }
+                    self.wake.notify_one();
                 }
                 metrics::counter!("cartero_accepted_total").increment(1);
                 Ok(Accepted {

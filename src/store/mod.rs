@@ -340,6 +340,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<ClaimedMessage>, StoreError>;
     /// Returns every claimed message to the queue (at start: a previous run died holding them).
     async fn release_leases(&self) -> Result<u64, StoreError>;
+    /// Returns to the queue the messages whose lease ended before `now_ms` (a claim whose
+    /// delivery never reported back): the dispatcher sweeps for them now and then.
+    async fn requeue_expired_leases(&self, now_ms: i64) -> Result<u64, StoreError>;
     /// Writes delivery outcomes in one transaction.
     async fn record_deliveries(&self, updates: Arc<[DeliveryUpdate]>) -> Result<(), StoreError>;
     /// The earliest next attempt among queued or deferred messages.

@@ -332,10 +332,16 @@ fn run_ops(
         Ok(tx) => tx,
         Err(e) => return all_failed(&e),
     };
-    let outs = ops
-        .iter()
-        .map(|op| in_savepoint(&mut tx, |c| op.execute(c, &at)))
-        .collect();
+    let mut outs = Vec::with_capacity(ops.len());
+    for op in ops {
+        outs.push(in_savepoint(&mut tx, |c| op.execute(c, &at)));
+        // Some errors (a full disk, an I/O error, no memory) make SQLite roll back the whole
+        // transaction, not just the statement: then nothing of this batch is written, and
+        // going on would commit each later op on its own.
+        if tx.is_autocommit() {
+            return all_failed(&"the transaction was rolled back by SQLite");
+        }
+    }
     let commit = tx.commit().map_err(|e| e.to_string());
     (outs, commit)
 }
@@ -671,5 +677,23 @@ mod tests {
             "WAL is {wal} bytes after {written} bytes written in {:?}",
             start.elapsed()
         );
+    }
+
+    /// A message stored as handed over whose delivery never reported back goes back to the
+    /// queue once its lease has run out, and not before.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_expired_lease_goes_back_to_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("cartero.db").display());
+        let store = super::super::SqliteStore::open(&url).await.unwrap();
+        let mut handed = message("m1", "default", None);
+        handed.lease_until_ms = Some(1_000);
+        store.enqueue(vec![handed]).await.unwrap();
+        assert!(store.claim_due(2_000, 1000, 10).await.unwrap().is_empty());
+        assert_eq!(store.requeue_expired_leases(999).await.unwrap(), 0);
+        assert_eq!(store.requeue_expired_leases(1_001).await.unwrap(), 1);
+        let due = store.claim_due(2_000, 1000, 10).await.unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].id, "m1");
     }
 }

@@ -627,6 +627,17 @@ impl Store for SqliteStore {
         Ok(done.rows_affected())
     }
 
+    async fn requeue_expired_leases(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE messages SET status = 'queued', lease_until = NULL \
+             WHERE status = 'sending' AND lease_until < ?",
+        )
+        .bind(now_ms)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn record_deliveries(&self, updates: Arc<[DeliveryUpdate]>) -> Result<(), StoreError> {
         self.hot.record(updates).await
     }
