@@ -82,17 +82,7 @@ impl Transcript {
                 bytes = &bytes[used..];
                 continue;
             }
-            let (line, rest) = match memchr::memchr(b'\n', bytes) {
-                Some(i) => (&bytes[..=i], &bytes[i + 1..]),
-                None => (bytes, &[][..]),
-            };
-            self.client_partial.extend_from_slice(line);
-            bytes = rest;
-            if line.ends_with(b"\n") {
-                let line = String::from_utf8_lossy(&self.client_partial)
-                    .trim_end_matches(['\r', '\n'])
-                    .to_string();
-                self.client_partial.clear();
+            if let Some(line) = next_line(&mut self.client_partial, &mut bytes) {
                 self.client_line(line);
             }
         }
@@ -168,17 +158,7 @@ impl Transcript {
 
     fn server_bytes(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
-            let (piece, rest) = match memchr::memchr(b'\n', bytes) {
-                Some(i) => (&bytes[..=i], &bytes[i + 1..]),
-                None => (bytes, &[][..]),
-            };
-            self.server_partial.extend_from_slice(piece);
-            bytes = rest;
-            if piece.ends_with(b"\n") {
-                let line = String::from_utf8_lossy(&self.server_partial)
-                    .trim_end_matches(['\r', '\n'])
-                    .to_string();
-                self.server_partial.clear();
+            if let Some(line) = next_line(&mut self.server_partial, &mut bytes) {
                 self.server_line(line);
             }
         }
@@ -205,6 +185,25 @@ impl Transcript {
         }
         self.push(format!("S: {line}"));
     }
+}
+
+/// Moves `bytes` up to and with the next LF into `partial`; returns the line that ended there
+/// (without its CR LF), if one did. The rest of `bytes` is left for the next call.
+fn next_line(partial: &mut Vec<u8>, bytes: &mut &[u8]) -> Option<String> {
+    let (piece, rest) = match memchr::memchr(b'\n', bytes) {
+        Some(i) => bytes.split_at(i + 1),
+        None => (*bytes, &[][..]),
+    };
+    partial.extend_from_slice(piece);
+    *bytes = rest;
+    if !piece.ends_with(b"\n") {
+        return None;
+    }
+    let line = String::from_utf8_lossy(partial)
+        .trim_end_matches(['\r', '\n'])
+        .to_string();
+    partial.clear();
+    Some(line)
 }
 
 /// Wraps a stream and records what passes through into a shared [`Transcript`].
