@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use super::{parse_opt_ts, parse_ts};
-use crate::domain::permission::Role;
+use super::TokenColumns;
 use crate::store::{StoreError, TokenRecord};
 
 /// One connection per runtime worker is enough: a read holds its lock for microseconds.
@@ -68,32 +67,19 @@ impl InlineReader {
                 "SELECT id, project_id, name, role, token_hash, created_at, revoked_at \
                  FROM api_tokens WHERE token_hash = ?1 AND revoked_at IS NULL",
             )?;
-            let row = stmt
-                .query_row(params![hash], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, String>(5)?,
-                        r.get::<_, Option<String>>(6)?,
-                    ))
+            stmt.query_row(params![hash], |r| {
+                Ok(TokenColumns {
+                    id: r.get(0)?,
+                    project_id: r.get(1)?,
+                    name: r.get(2)?,
+                    role: r.get(3)?,
+                    token_hash: r.get(4)?,
+                    created_at: r.get(5)?,
+                    revoked_at: r.get(6)?,
                 })
-                .optional()?;
-            row.map(
-                |(id, project_id, name, role, token_hash, created_at, revoked_at)| {
-                    Ok(TokenRecord {
-                        id,
-                        project_id,
-                        name,
-                        role: role.parse::<Role>().map_err(StoreError::Corrupt)?,
-                        token_hash,
-                        created_at: parse_ts(&created_at)?,
-                        revoked_at: parse_opt_ts(revoked_at)?,
-                    })
-                },
-            )
+            })
+            .optional()?
+            .map(TokenColumns::into_record)
             .transpose()
         })
     }

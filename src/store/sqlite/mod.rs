@@ -98,17 +98,42 @@ fn parse_opt_ts(s: Option<String>) -> Result<Option<OffsetDateTime>, StoreError>
     s.as_deref().map(parse_ts).transpose()
 }
 
+/// An `api_tokens` row as text, whichever driver read it (sqlx here, rusqlite in `inline`).
+struct TokenColumns {
+    id: String,
+    project_id: String,
+    name: String,
+    role: String,
+    token_hash: String,
+    created_at: String,
+    revoked_at: Option<String>,
+}
+
+impl TokenColumns {
+    fn into_record(self) -> Result<TokenRecord, StoreError> {
+        Ok(TokenRecord {
+            id: self.id,
+            project_id: self.project_id,
+            name: self.name,
+            role: self.role.parse::<Role>().map_err(StoreError::Corrupt)?,
+            token_hash: self.token_hash,
+            created_at: parse_ts(&self.created_at)?,
+            revoked_at: parse_opt_ts(self.revoked_at)?,
+        })
+    }
+}
+
 fn token_from_row(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
-    let role: String = row.try_get("role")?;
-    Ok(TokenRecord {
+    TokenColumns {
         id: row.try_get("id")?,
         project_id: row.try_get("project_id")?,
         name: row.try_get("name")?,
-        role: role.parse::<Role>().map_err(StoreError::Corrupt)?,
+        role: row.try_get("role")?,
         token_hash: row.try_get("token_hash")?,
-        created_at: parse_ts(&row.try_get::<String, _>("created_at")?)?,
-        revoked_at: parse_opt_ts(row.try_get("revoked_at")?)?,
-    })
+        created_at: row.try_get("created_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    }
+    .into_record()
 }
 
 fn user_from_row(row: &SqliteRow) -> Result<UserRecord, StoreError> {
