@@ -365,10 +365,7 @@ async fn transaction(
             stage: Stage::MailFrom,
             reply: mail.clone(),
         });
-        if data_open {
-            session.abandon_data().await;
-        }
-        session.rset().await;
+        end_transaction(session, data_open).await;
         return Ok(());
     }
     for (slot, reply) in report.rcpts.iter_mut().zip(replies.iter().skip(1)) {
@@ -381,10 +378,7 @@ async fn transaction(
         .filter(|r| (200..300).contains(&r.code))
         .count();
     if accepted == 0 {
-        if data_open {
-            session.abandon_data().await;
-        }
-        session.rset().await;
+        end_transaction(session, data_open).await;
         return Ok(());
     }
     let sent = match data_go {
@@ -410,4 +404,13 @@ async fn transaction(
         }
         Err(f) => Err(f),
     }
+}
+
+/// Ends a transaction that sends no message: the data phase a pipelined DATA opened, if the
+/// server answered it 354, then RSET.
+async fn end_transaction(session: &mut Session, data_open: bool) {
+    if data_open {
+        session.abandon_data().await;
+    }
+    session.rset().await;
 }
