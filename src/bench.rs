@@ -529,13 +529,14 @@ async fn cartero_round(opts: &BenchOptions, prefill: usize) -> anyhow::Result<Ca
     tokio::time::sleep(Duration::from_millis(300)).await;
     let client = reqwest::Client::new();
     let mut singles = Vec::new();
+    let text = text_json(opts.size);
     for i in 0..11 {
         let before = sink.count();
         post_message(
             &client,
             &format!("{}/v1/messages", server.base),
             &server.token,
-            body(&text_json(opts.size), 10_000_000 + i),
+            body(&text, 10_000_000 + i),
         )
         .await?;
         let accepted = Instant::now();

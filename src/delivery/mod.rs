@@ -7,8 +7,9 @@
 //! ```
 //! A message is claimed under a lease — or, when a delivery slot is free at submission, stored
 //! already claimed and handed over in memory ([`Handoff`]); its outcome is written in one
-//! transaction with its attempts and events. At start every claimed message is returned to the queue: a crash
-//! or `kill -9` may repeat a message that was in the middle of DATA, never lose one.
+//! transaction with its attempts and events. At start every claimed message is returned to
+//! the queue, and while running so is one whose lease ran out: a crash or `kill -9` may repeat
+//! a message that was in the middle of DATA, never lose one.
 
 pub mod compose;
 pub mod intake;
@@ -314,9 +315,8 @@ impl Dispatcher {
                 last_sweep = Instant::now();
                 self.requeue_expired_leases().await;
             }
-            // Claims share SQLite's one writer with submissions and outcome records: spacing
-            // them lets each claim take what a few group commits brought, and leaves the writer
-            // free for submissions in between.
+            // Spacing claims lets each take what a few group commits brought instead of one
+            // claim per commit.
             let since = last_claim.elapsed();
             if since < CLAIM_SPACING {
                 tokio::time::sleep(CLAIM_SPACING - since).await;

@@ -54,7 +54,7 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
             // Writers never checkpoint (it would stall the commit that crosses the threshold);
-            // a background task checkpoints instead, see below.
+            // the checkpointer thread does, see `hot::checkpoint_in_background`.
             .pragma("wal_autocheckpoint", "0");
         if let Some(dir) = options.get_filename().parent()
             && !dir.as_os_str().is_empty()
