@@ -750,8 +750,8 @@ impl Store for SqliteStore {
              AND (?3 IS NULL OR messages.message_type = ?3) \
              AND (?4 IS NULL OR messages.created_at >= ?4) \
              AND (?5 IS NULL OR messages.id < ?5) \
-             AND (?6 IS NULL OR EXISTS (SELECT 1 FROM message_recipients r \
-                                        WHERE r.message_id = messages.id AND r.address = ?6)) \
+             AND (?6 IS NULL OR messages.id IN (SELECT message_id FROM message_recipients \
+                                                WHERE address = ?6)) \
              ORDER BY messages.id DESC LIMIT ?7"
         ))
         .bind(project_id)
@@ -1060,4 +1060,127 @@ fn update_account_sql() -> &'static str {
         // `id` is bound last, for the WHERE clause.
         format!("UPDATE accounts SET {} WHERE id = ?", sets.join(", "))
     })
+}
+
+#[cfg(test)]
+mod migration_tests {
+    //! The migrations as SQL, run with rusqlite on a database that already holds messages.
+
+    use rusqlite::Connection;
+
+    const REBUILD: &str = "20261201000002_fewer_btrees.sql";
+
+    /// The migration files in order; those before `REBUILD` and `REBUILD` itself.
+    fn migrations() -> (Vec<String>, String) {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite");
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        let at = names
+            .iter()
+            .position(|n| n == REBUILD)
+            .expect("the rebuild migration");
+        let read = |n: &String| std::fs::read_to_string(format!("{dir}/{n}")).unwrap();
+        (names[..at].iter().map(read).collect(), read(&names[at]))
+    }
+
+    /// A database at the schema before the rebuild, holding two messages with their rows.
+    fn before_rebuild() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("cartero.db")).unwrap();
+        conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+        for sql in migrations().0 {
+            conn.execute_batch(&sql).unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO projects (id, created_at) VALUES ('p', 't');
+             INSERT INTO messages (id, project_id, message_type, status, size_bytes,
+                 next_attempt_at, expires_at, created_at, updated_at)
+             VALUES ('m1', 'p', 'system', 'sent', 10, 1, 2, 't', 't'),
+                    ('m2', 'p', 'system', 'queued', 20, 1, 2, 't', 't');
+             INSERT INTO message_bodies (message_id, content) VALUES ('m1', '{}'), ('m2', '{}');
+             INSERT INTO message_recipients (message_id, position, address, kind, status)
+             VALUES ('m1', 0, 'ana@example.com', 'to', 'sent'),
+                    ('m2', 0, 'ana@example.com', 'to', 'pending'),
+                    ('m2', 1, 'luis@example.com', 'cc', 'pending');
+             INSERT INTO attempts (message_id, started_at, duration_ms, outcome, transcript)
+             VALUES ('m1', 't', 5, 'sent', '[]');
+             INSERT INTO events (message_id, kind, at)
+             VALUES ('m1', 'queued', 't'), ('m1', 'sent', 't'), ('m2', 'queued', 't');",
+        )
+        .unwrap();
+        (dir, conn)
+    }
+
+    fn count(conn: &Connection, sql: &str) -> i64 {
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn the_rebuild_keeps_every_row_and_the_cascade() {
+        let (_dir, conn) = before_rebuild();
+        conn.execute_batch(&migrations().1).unwrap();
+        let schema = |t: &str| -> String {
+            conn.query_row("SELECT sql FROM sqlite_master WHERE name = ?1", [t], |r| {
+                r.get(0)
+            })
+            .unwrap()
+        };
+        assert!(schema("messages").contains("WITHOUT ROWID"));
+        assert!(schema("message_recipients").contains("WITHOUT ROWID"));
+        assert!(!schema("events").contains("AUTOINCREMENT"));
+        assert!(!schema("attempts").contains("AUTOINCREMENT"));
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM messages"), 2);
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM message_recipients"), 3);
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM events"), 3);
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM attempts"), 1);
+        assert_eq!(count(&conn, "PRAGMA foreign_keys"), 1);
+        // Ids go on from where they were.
+        conn.execute(
+            "INSERT INTO events (message_id, kind, at) VALUES ('m2', 'sent', 't')",
+            [],
+        )
+        .unwrap();
+        assert_eq!(count(&conn, "SELECT MAX(id) FROM events"), 4);
+        // The children still belong to their message.
+        conn.execute("DELETE FROM messages WHERE id = 'm1'", [])
+            .unwrap();
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM message_recipients"), 2);
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM events"), 2);
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM attempts"), 0);
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM message_bodies"), 1);
+        let dangling = conn.execute(
+            "INSERT INTO message_recipients (message_id, position, address, kind, status) \
+             VALUES ('nope', 0, 'x@example.com', 'to', 'pending')",
+            [],
+        );
+        assert!(dangling.is_err(), "foreign keys are enforced again");
+    }
+
+    #[test]
+    fn a_dangling_key_stops_the_rebuild_and_changes_nothing() {
+        let (_dir, conn) = before_rebuild();
+        conn.execute_batch(
+            "PRAGMA foreign_keys = OFF;
+             INSERT INTO events (message_id, kind, at) VALUES ('gone', 'queued', 't');",
+        )
+        .unwrap();
+        let failed = conn.execute_batch(&migrations().1);
+        assert!(failed.is_err());
+        // What the caller does with a failed migration: the connection is dropped, and with it
+        // the open transaction.
+        drop(conn);
+        let conn = Connection::open(_dir.path().join("cartero.db")).unwrap();
+        let messages: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE name = 'messages'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(!messages.contains("WITHOUT ROWID"));
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM events"), 4);
+    }
 }
