@@ -121,6 +121,22 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// The unit of the CPU times in /proc/PID/stat (`getconf CLK_TCK`; 100 on Linux unless the
+/// kernel says otherwise).
+fn clock_ticks_per_second() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|t| t.trim().parse::<f64>().ok())
+            .filter(|t| *t > 0.0)
+            .unwrap_or(100.0)
+    })
+}
+
 fn which(candidates: &[&str]) -> Option<PathBuf> {
     candidates.iter().map(PathBuf::from).find(|p| p.exists())
 }
@@ -296,7 +312,7 @@ impl Server {
         let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
         let ticks: f64 =
             fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-        Some(ticks / 100.0)
+        Some(ticks / clock_ticks_per_second())
     }
 
     fn proc_field(&self, file: &str, field: &str) -> Option<f64> {
