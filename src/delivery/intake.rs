@@ -200,10 +200,7 @@ impl Intake {
             )),
             Ok(Some(Enqueued::New)) => {
                 if queued {
-                    // Stored in the queue: claims now go first, oldest first.
-                    if let Some(handoff) = &self.handoff {
-                        handoff.note_backlog();
-                    }
+                    // Stored in the queue: the dispatcher claims it.
                     self.wake.notify_one();
                 }
                 metrics::counter!("cartero_accepted_total").increment(1);
