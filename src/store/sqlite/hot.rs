@@ -518,9 +518,12 @@ fn record(conn: &Connection, updates: &[DeliveryUpdate], at: &str) -> Result<(),
         "INSERT INTO events (message_id, kind, detail, at) VALUES (?1, ?2, ?3, ?4)",
     )?;
     let mut send = conn.prepare_cached(
-        "INSERT INTO account_sends (account_id, minute, count) VALUES (?1, ?2, 1) \
-         ON CONFLICT (account_id, minute) DO UPDATE SET count = count + 1",
+        "INSERT INTO account_sends (account_id, minute, count) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (account_id, minute) DO UPDATE SET count = count + excluded.count",
     )?;
+    // Sends counted per account and minute across the batch: one upsert each, not one per
+    // message (a batch is mostly one account within one minute).
+    let mut sends: Vec<(&str, i64, i64)> = Vec::new();
     for u in updates {
         message.execute(params![
             u.message_id,
@@ -556,8 +559,17 @@ fn record(conn: &Connection, updates: &[DeliveryUpdate], at: &str) -> Result<(),
             event.execute(params![u.message_id, kind, detail, at])?;
         }
         for (account, minute) in &u.sends {
-            send.execute(params![account, minute])?;
+            match sends
+                .iter_mut()
+                .find(|(a, m, _)| *a == account.as_str() && m == minute)
+            {
+                Some((_, _, count)) => *count += 1,
+                None => sends.push((account.as_str(), *minute, 1)),
+            }
         }
+    }
+    for (account, minute, count) in sends {
+        send.execute(params![account, minute, count])?;
     }
     Ok(())
 }
@@ -652,6 +664,51 @@ mod tests {
             r.get(0)
         })
         .unwrap()
+    }
+
+    fn sent(id: &str, sends: &[(&str, i64)]) -> DeliveryUpdate {
+        DeliveryUpdate {
+            message_id: id.into(),
+            status: MessageStatus::Sent,
+            next_attempt_at_ms: 0,
+            account_id: None,
+            message_id_header: None,
+            last_code: None,
+            last_reply: None,
+            recipients: vec![],
+            attempts: vec![],
+            events: vec![],
+            sends: sends.iter().map(|(a, m)| (a.to_string(), *m)).collect(),
+        }
+    }
+
+    /// The sends of a batch are summed per account and minute, and add to what is stored.
+    #[tokio::test]
+    async fn sends_add_up_per_account_and_minute() {
+        let (_dir, conn) = migrated().await;
+        let batch = [
+            sent("m1", &[("a", 10)]),
+            sent("m2", &[("a", 10)]),
+            sent("m3", &[("a", 11), ("b", 10)]),
+        ];
+        record(&conn, &batch, "t").unwrap();
+        record(&conn, &batch[..1], "t").unwrap();
+        let mut rows: Vec<(String, i64, i64)> = conn
+            .prepare("SELECT account_id, minute, count FROM account_sends ORDER BY 1, 2")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        rows.sort();
+        assert_eq!(
+            rows,
+            vec![
+                ("a".to_string(), 10, 3),
+                ("a".to_string(), 11, 1),
+                ("b".to_string(), 10, 1)
+            ]
+        );
     }
 
     /// One op that fails (a project that does not exist) is undone alone; the ops beside it in
