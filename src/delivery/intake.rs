@@ -14,7 +14,7 @@ use super::{Handed, Handoff};
 use crate::domain::i18n::Locale;
 use crate::domain::message::{Body, Content, MessageInput, MessageStatus};
 use crate::domain::validation::FieldError;
-use crate::store::{ClaimedMessage, Enqueued, NewMessage, RecipientRow, Store};
+use crate::store::{ClaimedContent, ClaimedMessage, Enqueued, NewMessage, RecipientRow, Store};
 use crate::templates::{self, Lang, TemplateError, TemplateSet};
 
 /// Why a message was not accepted. Nothing is stored in any of these cases.
@@ -154,7 +154,7 @@ impl Intake {
                 id: message.id.clone(),
                 project_id: message.project_id.clone(),
                 message_type: message.message_type.clone(),
-                content: String::new(),
+                content: ClaimedContent::Parsed(content),
                 message_id_header: None,
                 attempt_count: 0,
                 expires_at_ms: message.expires_at_ms,
@@ -169,7 +169,6 @@ impl Intake {
                     })
                     .collect(),
             },
-            content,
             permit,
         });
         // The store groups concurrent submissions into one commit (group commit) and answers

@@ -28,7 +28,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, RwLock, Semaphore, mpsc, watch};
 use crate::accounts::{Accounts, EnvFallback};
 use crate::domain::diagnosis::{self, Context, DiagnosisCode};
 use crate::domain::message::{Content, MessageStatus, retry_delay};
-use crate::store::{AttemptRecord, ClaimedMessage, DeliveryUpdate, Store};
+use crate::store::{AttemptRecord, ClaimedContent, ClaimedMessage, DeliveryUpdate, Store};
 use limits::SendWindow;
 use router::{Candidate, Route, Routes};
 use transport::{Target, Transport, TransportSettings};
@@ -124,7 +124,6 @@ pub struct Dispatcher {
 /// A message stored as already claimed by this node (see [`Handoff`]), on its way to delivery.
 pub struct Handed {
     pub message: ClaimedMessage,
-    pub content: Content,
     pub permit: OwnedSemaphorePermit,
 }
 
@@ -236,7 +235,7 @@ impl Dispatcher {
             if !batch.is_empty() {
                 let routes = self.routes_or_last().await;
                 for h in batch.drain(..) {
-                    self.spawn_delivery(h.message, Some(h.content), h.permit, &routes, &done_tx);
+                    self.spawn_delivery(h.message, h.permit, &routes, &done_tx);
                 }
             }
             if !open {
@@ -248,7 +247,6 @@ impl Dispatcher {
     fn spawn_delivery(
         self: &Arc<Self>,
         message: ClaimedMessage,
-        content: Option<Content>,
         permit: OwnedSemaphorePermit,
         routes: &Arc<Routes>,
         done_tx: &mpsc::Sender<(DeliveryUpdate, OwnedSemaphorePermit)>,
@@ -257,7 +255,7 @@ impl Dispatcher {
         let tx = done_tx.clone();
         let routes = routes.clone();
         tokio::spawn(async move {
-            let update = this.deliver(message, content, &routes).await;
+            let update = this.deliver(message, &routes).await;
             let _ = tx.send((update, permit)).await;
         });
     }
@@ -343,7 +341,7 @@ impl Dispatcher {
             if got > 0 {
                 let routes = self.routes_or_last().await;
                 for (message, permit) in claimed {
-                    self.spawn_delivery(message, None, permit, &routes, &done_tx);
+                    self.spawn_delivery(message, permit, &routes, &done_tx);
                 }
             }
             if got > 0 && in_flight.available_permits() > 0 {
@@ -516,14 +514,7 @@ impl Dispatcher {
 
     /// One delivery round for one message: every candidate in order until the recipients
     /// are settled or the candidates run out.
-    /// `content` is the parsed body when the message was handed over; a claimed message's is
-    /// read from its stored JSON.
-    async fn deliver(
-        &self,
-        message: ClaimedMessage,
-        content: Option<Content>,
-        routes: &Routes,
-    ) -> DeliveryUpdate {
+    async fn deliver(&self, message: ClaimedMessage, routes: &Routes) -> DeliveryUpdate {
         let now = now_ms();
         let mut update = DeliveryUpdate {
             message_id: message.id.clone(),
@@ -538,9 +529,9 @@ impl Dispatcher {
             events: Vec::new(),
             sends: Vec::new(),
         };
-        let parsed = match content {
-            Some(c) => Ok(c),
-            None => serde_json::from_str::<Content>(&message.content),
+        let parsed = match message.content {
+            ClaimedContent::Parsed(c) => Ok(c),
+            ClaimedContent::Stored(json) => serde_json::from_str::<Content>(&json),
         };
         let content: Content = match parsed {
             Ok(c) => c,

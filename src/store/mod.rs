@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::domain::account::AccountSpec;
-use crate::domain::message::{MessageStatus, RecipientKind};
+use crate::domain::message::{Content, MessageStatus, RecipientKind};
 use crate::domain::permission::Role;
 
 /// Errors a caller may branch on.
@@ -157,13 +157,21 @@ pub struct RecipientRow {
     pub reply: Option<String>,
 }
 
+/// What a claimed message sends: its content as stored (JSON), or already parsed when intake
+/// handed a new message straight to delivery.
+#[derive(Debug, Clone)]
+pub enum ClaimedContent {
+    Stored(String),
+    Parsed(Content),
+}
+
 /// A message claimed for delivery (its lease is held).
 #[derive(Debug, Clone)]
 pub struct ClaimedMessage {
     pub id: String,
     pub project_id: String,
     pub message_type: String,
-    pub content: String,
+    pub content: ClaimedContent,
     pub message_id_header: Option<String>,
     pub attempt_count: i64,
     pub expires_at_ms: i64,

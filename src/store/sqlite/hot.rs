@@ -27,7 +27,9 @@ use tokio::sync::oneshot;
 
 use super::{recipients_from_json, recipients_of_messages, ts};
 use crate::domain::message::MessageStatus;
-use crate::store::{ClaimedMessage, DeliveryUpdate, Enqueued, NewMessage, StoreError};
+use crate::store::{
+    ClaimedContent, ClaimedMessage, DeliveryUpdate, Enqueued, NewMessage, StoreError,
+};
 
 /// Most ops run in one transaction; more wait for the next one.
 const MAX_OPS_PER_COMMIT: usize = 1024;
@@ -481,8 +483,9 @@ fn claim(
         let content: Option<String> = row.get(6)?;
         let recipients: String = row.get(7)?;
         claimed.push(ClaimedMessage {
-            content: content
-                .ok_or_else(|| StoreError::Corrupt(format!("message {id} has no body")))?,
+            content: ClaimedContent::Stored(
+                content.ok_or_else(|| StoreError::Corrupt(format!("message {id} has no body")))?,
+            ),
             recipients: recipients_from_json(&recipients)?,
             project_id: row.get(1)?,
             message_type: row.get(2)?,
