@@ -46,6 +46,19 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// Messages being sent go back to the queue: all of them, or those whose lease ran out
+    /// before `expired_before`.
+    async fn requeue_leased(&self, expired_before: Option<i64>) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE messages SET status = 'queued', lease_until = NULL \
+             WHERE status = 'sending' AND (?1 IS NULL OR lease_until < ?1)",
+        )
+        .bind(expired_before)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     pub async fn open(url: &str) -> Result<SqliteStore, StoreError> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
@@ -644,23 +657,11 @@ impl Store for SqliteStore {
     }
 
     async fn release_leases(&self) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE messages SET status = 'queued', lease_until = NULL WHERE status = 'sending'",
-        )
-        .execute(&self.writer)
-        .await?;
-        Ok(done.rows_affected())
+        self.requeue_leased(None).await
     }
 
     async fn requeue_expired_leases(&self, now_ms: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE messages SET status = 'queued', lease_until = NULL \
-             WHERE status = 'sending' AND lease_until < ?",
-        )
-        .bind(now_ms)
-        .execute(&self.writer)
-        .await?;
-        Ok(done.rows_affected())
+        self.requeue_leased(Some(now_ms)).await
     }
 
     async fn record_deliveries(&self, updates: Arc<[DeliveryUpdate]>) -> Result<(), StoreError> {
