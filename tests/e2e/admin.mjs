@@ -394,6 +394,29 @@ test('a sender (an application role) is told there is nothing to see, in its lan
   noConsoleErrors(page);
 }, { locale: 'es-ES' });
 
+test('typing while the login page still checks the session keeps each value in its field', async ({ page }) => {
+  watch(page);
+  // The real /ui/session answer, held back in the browser: the page must not move the focus
+  // when it arrives (it once did, and what was typed into the password went to the email field).
+  let release;
+  const held = new Promise((r) => { release = r; });
+  // The first check decides to show the login form; the second is the form's own.
+  let checks = 0;
+  await page.route('**/ui/session', async (route) => { if (++checks > 1) await held; await route.continue(); });
+  await page.goto(cartero.url + '/#/accounts');
+  await page.locator('form.login [data-field=email]').fill(OWNER.email);
+  await page.locator('form.login [data-field=password]').focus();
+  release();
+  await page.waitForLoadState('networkidle');
+  await page.keyboard.type(OWNER.password);
+  await page.unroute('**/ui/session');
+  assert.equal(await page.locator('form.login [data-field=email]').inputValue(), OWNER.email);
+  assert.equal(await page.locator('form.login [data-field=password]').inputValue(), OWNER.password);
+  await page.locator('form.login button[type=submit]').click();
+  await page.locator('header nav').waitFor();
+  noConsoleErrors(page);
+}, { locale: 'es-ES' });
+
 test('login attempts are throttled per email', async ({ page, browser }) => {
   watch(page);
   await page.goto(cartero.url + '/');

@@ -455,11 +455,13 @@ async function renderLogin(message) {
     else route();
   });
   main().replaceChildren(form);
+  // Focus the email field at once, not after the session check below: moving the focus when
+  // that answer arrives would send what the person (or a test) is typing into the wrong field.
+  $('[data-field=email]', form).focus();
   const s = await fetch('/ui/session', { headers: { Accept: 'application/json' } }).then((r) => r.json()).catch(() => null);
   if (s && s.setup_needed) {
     box.append(alertBox('info', [t('setup_needed'), ' ', h('code', {}, 'cartero user add --email you@example.com --role owner'), ' ', t('setup_after')]));
   }
-  $('[data-field=email]', form).focus();
 }
 
 async function logout() {
