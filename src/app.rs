@@ -146,7 +146,7 @@ impl Application {
             env_fallback.clone(),
             config.delivery.clone(),
             TransportSettings {
-                max_idle_per_account: config.delivery.connections_per_account,
+                connections_per_account: config.delivery.connections_per_account,
                 timeouts: probe.timeouts,
                 trust: probe.trust.clone(),
                 helo_name: probe.helo_name.clone(),

@@ -42,7 +42,7 @@ pub struct DeliverySettings {
     pub max_lifetime: Duration,
     /// How long a claim lasts before another dispatcher may take the message.
     pub lease: Duration,
-    /// Concurrent connections per account.
+    /// Connections open at once per account (the transport keeps to it).
     pub connections_per_account: usize,
     /// Messages being delivered at once.
     pub max_in_flight: usize,
@@ -109,7 +109,6 @@ pub struct Dispatcher {
     transport: Transport,
     routes: RwLock<Arc<Routes>>,
     windows: Mutex<HashMap<String, SendWindow>>,
-    connections: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Accounts paused during this run, before the routing table catches up.
     paused: Mutex<HashMap<String, i64>>,
     wake: Arc<Notify>,
@@ -193,7 +192,6 @@ impl Dispatcher {
             transport: Transport::new(transport),
             routes: RwLock::new(Arc::new(Routes::stale())),
             windows: Mutex::new(HashMap::new()),
-            connections: Mutex::new(HashMap::new()),
             paused: Mutex::new(HashMap::new()),
             wake,
             handoff_tx,
@@ -441,17 +439,6 @@ impl Dispatcher {
         Ok(out)
     }
 
-    fn connection_slot(&self, key: &str) -> Arc<Semaphore> {
-        self.connections
-            .lock()
-            .expect("not poisoned")
-            .entry(key.to_string())
-            .or_insert_with(|| {
-                Arc::new(Semaphore::new(self.settings.connections_per_account.max(1)))
-            })
-            .clone()
-    }
-
     /// Reserves a send in the account's limit window, or says when it frees.
     async fn reserve(&self, c: &Candidate, now: i64) -> Result<(), i64> {
         let Some(id) = &c.id else { return Ok(()) };
@@ -601,9 +588,6 @@ impl Dispatcher {
                         }
                         continue;
                     }
-                    let slot = self.connection_slot(&candidate.key);
-                    let _connection = slot.acquire().await.expect("never closed");
-
                     let (envelope_from, _) = compose::sender_of(&candidate.spec);
                     let header_id = message
                         .message_id_header

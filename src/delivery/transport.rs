@@ -1,16 +1,23 @@
-//! The SMTP transport of delivery: a pool of authenticated connections per account, and one
-//! mail transaction (RFC 5321 §3.3) per message — MAIL FROM and every RCPT TO pipelined when
-//! the server offers PIPELINING (RFC 2920), then DATA.
+//! The SMTP transport of delivery: at most a set number of authenticated connections per
+//! account, and one mail transaction (RFC 5321 §3.3) per message — MAIL FROM and every RCPT
+//! TO pipelined when the server offers PIPELINING (RFC 2920), then DATA.
 //!
 //! A connection is reused while it is healthy and younger than the idle limit; any I/O error,
 //! timeout or unexpected reply drops it. Pool keys include the account's `updated_at`, so a
 //! changed password or host never uses an old connection.
+//!
+//! When every connection of an account is busy, transactions wait in line for one. A
+//! transaction about to send its body on a pipelining server writes the MAIL, RCPT and DATA
+//! of the first one waiting right behind its final dot, in the same write, and hands it the
+//! connection once its own reply is read: one write and one read per message instead of two
+//! of each, on both sides.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use smtp_proto::EhloResponse;
+use tokio::sync::oneshot;
 
 use crate::domain::account::{AccountSpec, AuthMethod, Security};
 use crate::domain::diagnosis::{Failure, SmtpReply, Stage};
@@ -23,19 +30,13 @@ const IDLE_LIMIT: Duration = Duration::from_secs(20);
 
 #[derive(Debug, Clone)]
 pub struct TransportSettings {
-    /// Idle connections kept per account: as many as an account may use at once, so that a
-    /// busy account does not close and reopen connections.
-    pub max_idle_per_account: usize,
+    /// Connections open to one account's server at most, idle or busy; a transaction waits
+    /// for one to free up beyond that.
+    pub connections_per_account: usize,
     pub timeouts: Timeouts,
     pub trust: TlsTrust,
     pub helo_name: String,
     pub deny_private_destinations: bool,
-}
-
-struct Idle {
-    session: Session,
-    caps: EhloResponse<String>,
-    since: Instant,
 }
 
 /// The account as the transport needs it.
@@ -58,46 +59,233 @@ pub struct TxReport {
     pub transcript: Vec<String>,
 }
 
+/// A message's envelope, as a transaction waiting for a connection shows it to the one that
+/// may write its commands.
+struct Envelope {
+    from: String,
+    rcpts: Vec<String>,
+    size: usize,
+}
+
+impl Envelope {
+    /// MAIL FROM and the RCPT TOs; DATA too when the server pipelines (RFC 2920 §3.1: DATA
+    /// may end a pipelined group).
+    fn commands(&self, caps: &EhloResponse<String>) -> Vec<String> {
+        let size = if caps.size > 0 {
+            format!(" SIZE={}", self.size)
+        } else {
+            String::new()
+        };
+        let mut commands = Vec::with_capacity(self.rcpts.len() + 2);
+        commands.push(format!("MAIL FROM:<{}>{size}\r\n", self.from));
+        commands.extend(self.rcpts.iter().map(|r| format!("RCPT TO:<{r}>\r\n")));
+        if pipelines(caps) {
+            commands.push("DATA\r\n".to_string());
+        }
+        commands
+    }
+
+    fn fits(&self, caps: &EhloResponse<String>) -> bool {
+        caps.size == 0 || self.size <= caps.size
+    }
+}
+
+fn pipelines(caps: &EhloResponse<String>) -> bool {
+    caps.capabilities & smtp_proto::EXT_PIPELINING != 0
+}
+
+type Lanes = Arc<Mutex<HashMap<String, Lane>>>;
+
+/// One account's connections: how many are open, the idle ones, and who waits for one.
+#[derive(Default)]
+struct Lane {
+    open: usize,
+    idle: Vec<Idle>,
+    waiters: VecDeque<Waiter>,
+}
+
+/// Leave to keep one connection open to an account; dropping it frees the place for the
+/// first one waiting (as leave to open a new connection), or else lowers the count.
+struct Slot {
+    lanes: Lanes,
+    key: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let next = {
+            let mut lanes = self.lanes.lock().expect("not poisoned");
+            let Some(lane) = lanes.get_mut(&self.key) else {
+                return;
+            };
+            loop {
+                match lane.waiters.pop_front() {
+                    Some(w) if w.tx.is_closed() => continue,
+                    Some(w) => break Some(w),
+                    None => {
+                        lane.open = lane.open.saturating_sub(1);
+                        break None;
+                    }
+                }
+            }
+        };
+        if let Some(w) = next {
+            // If that one stopped waiting meanwhile, the refused grant drops here and its
+            // slot goes to the next in line.
+            let _ = w.tx.send(Grant::Open(Slot {
+                lanes: self.lanes.clone(),
+                key: std::mem::take(&mut self.key),
+            }));
+        }
+    }
+}
+
+struct Idle {
+    session: Session,
+    caps: EhloResponse<String>,
+    since: Instant,
+    slot: Slot,
+}
+
+/// How a transaction gets its connection.
+enum Grant {
+    /// An open connection nobody uses.
+    Idle(Idle),
+    /// An open connection on which the previous transaction wrote this one's commands behind
+    /// its body: their replies are due.
+    Presented(Idle),
+    /// Room for one more connection: open it.
+    Open(Slot),
+}
+
+struct Waiter {
+    envelope: Arc<Envelope>,
+    tx: oneshot::Sender<Grant>,
+}
+
 pub struct Transport {
     settings: TransportSettings,
-    idle: Mutex<HashMap<String, Vec<Idle>>>,
+    lanes: Lanes,
 }
 
 impl Transport {
     pub fn new(settings: TransportSettings) -> Transport {
         Transport {
             settings,
-            idle: Mutex::new(HashMap::new()),
+            lanes: Arc::default(),
         }
     }
 
-    fn take_idle(&self, key: &str) -> Option<Idle> {
-        let mut idle = self.idle.lock().expect("not poisoned");
-        let list = idle.get_mut(key)?;
-        while let Some(i) = list.pop() {
-            if i.since.elapsed() < IDLE_LIMIT {
-                return Some(i);
+    /// A connection to the account: an idle one, leave to open one, or — when the account has
+    /// all it may open — whatever frees first. `None` once the transport has been cleared.
+    async fn acquire(&self, key: &str, envelope: &Arc<Envelope>) -> Option<Grant> {
+        let mut expired = Vec::new();
+        let rx = {
+            let mut lanes = self.lanes.lock().expect("not poisoned");
+            let lane = lanes.entry(key.to_string()).or_default();
+            let mut found = None;
+            while let Some(i) = lane.idle.pop() {
+                if i.since.elapsed() < IDLE_LIMIT {
+                    found = Some(Grant::Idle(i));
+                    break;
+                }
+                expired.push(i);
+            }
+            if found.is_none() {
+                if let Some(old) = expired.pop() {
+                    // A connection kept too long: its place serves a new one.
+                    found = Some(Grant::Open(old.slot));
+                } else if lane.open < self.settings.connections_per_account.max(1) {
+                    lane.open += 1;
+                    found = Some(Grant::Open(Slot {
+                        lanes: self.lanes.clone(),
+                        key: key.to_string(),
+                    }));
+                }
+            }
+            match found {
+                Some(grant) => {
+                    drop(lanes);
+                    drop(expired);
+                    return Some(grant);
+                }
+                None => {
+                    let (tx, rx) = oneshot::channel();
+                    lane.waiters.push_back(Waiter {
+                        envelope: envelope.clone(),
+                        tx,
+                    });
+                    rx
+                }
+            }
+        };
+        // (Dropped outside the lock: a slot's drop takes it.)
+        drop(expired);
+        rx.await.ok()
+    }
+
+    /// Gives a connection that stays usable to the first one waiting, or keeps it idle.
+    fn release(&self, key: &str, mut idle: Idle) {
+        loop {
+            let waiter = {
+                let mut lanes = self.lanes.lock().expect("not poisoned");
+                let Some(lane) = lanes.get_mut(key) else {
+                    break;
+                };
+                match lane.waiters.pop_front() {
+                    Some(w) => w,
+                    None => {
+                        idle.since = Instant::now();
+                        lane.idle.push(idle);
+                        return;
+                    }
+                }
+            };
+            match waiter.tx.send(Grant::Idle(idle)) {
+                Ok(()) => return,
+                Err(Grant::Idle(back)) => idle = back,
+                Err(_) => unreachable!("the grant sent comes back"),
             }
         }
-        None
+        // The transport was cleared: the connection closes here, outside the lock.
+        drop(idle);
     }
 
-    fn put_idle(&self, key: &str, session: Session, caps: EhloResponse<String>) {
-        let mut idle = self.idle.lock().expect("not poisoned");
-        let list = idle.entry(key.to_string()).or_default();
-        list.retain(|i| i.since.elapsed() < IDLE_LIMIT);
-        if list.len() < self.settings.max_idle_per_account.max(1) {
-            list.push(Idle {
-                session,
-                caps,
-                since: Instant::now(),
-            });
+    /// The first transaction waiting for a connection, if its commands may be written behind
+    /// a body on a connection with these capabilities.
+    fn next_waiting(&self, key: &str, caps: &EhloResponse<String>) -> Option<Waiter> {
+        if !pipelines(caps) {
+            return None;
         }
+        let mut lanes = self.lanes.lock().expect("not poisoned");
+        let lane = lanes.get_mut(key)?;
+        while lane.waiters.front().is_some_and(|w| w.tx.is_closed()) {
+            lane.waiters.pop_front();
+        }
+        if !lane.waiters.front()?.envelope.fits(caps) {
+            // Too large for this server: it gets the connection after this transaction and
+            // its own refusal without a word sent.
+            return None;
+        }
+        lane.waiters.pop_front()
     }
 
-    /// Drops every pooled connection (at shutdown).
+    /// Drops every pooled connection (at shutdown); transactions still waiting get none.
     pub fn clear(&self) {
-        self.idle.lock().expect("not poisoned").clear();
+        let lanes = std::mem::take(&mut *self.lanes.lock().expect("not poisoned"));
+        drop(lanes);
+    }
+
+    /// Closes the idle connections of one account (one of them was found closed by the
+    /// server, so those kept as long likely are too).
+    fn drop_idle(&self, key: &str) {
+        let idle = self
+            .lanes
+            .lock()
+            .expect("not poisoned")
+            .get_mut(key)
+            .map(|lane| std::mem::take(&mut lane.idle));
+        drop(idle);
     }
 
     /// Opens an authenticated session to the account's server.
@@ -178,7 +366,7 @@ impl Transport {
     }
 
     /// One mail transaction: sends `message` from `envelope_from` to `rcpts`, on a pooled
-    /// connection when one is idle, else on a new one.
+    /// connection when one is idle, else on a new one, else on the first that frees up.
     pub async fn send(
         &self,
         target: &Target<'_>,
@@ -186,223 +374,283 @@ impl Transport {
         rcpts: &[String],
         message: &[u8],
     ) -> TxReport {
-        if let Some(idle) = self.take_idle(&target.key) {
-            let (report, stale) = self
-                .run_on(
-                    target,
-                    idle.session,
-                    idle.caps,
-                    envelope_from,
-                    rcpts,
-                    message,
-                )
+        let envelope = Arc::new(Envelope {
+            from: envelope_from.to_string(),
+            rcpts: rcpts.to_vec(),
+            size: message.len(),
+        });
+        let mut earlier: Vec<String> = Vec::new();
+        let mut retried = false;
+        loop {
+            let Some(grant) = self.acquire(&target.key, &envelope).await else {
+                return TxReport {
+                    rcpts: vec![None; rcpts.len()],
+                    failure: Some(Failure::ConnectionLost {
+                        stage: Stage::Connect,
+                        error: "cartero is shutting down".into(),
+                    }),
+                    transcript: earlier,
+                    ..TxReport::default()
+                };
+            };
+            let (idle, presented, fresh) = match grant {
+                Grant::Idle(i) => (i, false, false),
+                Grant::Presented(i) => (i, true, false),
+                Grant::Open(slot) => match self.open(target).await {
+                    Err((failure, mut lines)) => {
+                        drop(slot);
+                        earlier.append(&mut lines);
+                        return TxReport {
+                            rcpts: vec![None; rcpts.len()],
+                            failure: Some(failure),
+                            transcript: earlier,
+                            ..TxReport::default()
+                        };
+                    }
+                    Ok((session, caps)) => (
+                        Idle {
+                            session,
+                            caps,
+                            since: Instant::now(),
+                            slot,
+                        },
+                        false,
+                        true,
+                    ),
+                },
+            };
+            let (mut report, stale) = self
+                .run_on(&target.key, idle, presented, &envelope, message)
                 .await;
-            if !stale {
-                return report;
+            earlier.append(&mut report.transcript);
+            if stale && !fresh && !retried {
+                // The server had closed a kept connection before answering anything: once
+                // more, keeping what the dead one showed.
+                retried = true;
+                self.drop_idle(&target.key);
+                continue;
             }
-            // The server had closed the pooled connection before answering anything: try
-            // once on a fresh one, keeping what the dead one showed.
-            let mut fresh = self.send_fresh(target, envelope_from, rcpts, message).await;
-            let mut transcript = report.transcript;
-            transcript.append(&mut fresh.transcript);
-            fresh.transcript = transcript;
-            return fresh;
-        }
-        self.send_fresh(target, envelope_from, rcpts, message).await
-    }
-
-    async fn send_fresh(
-        &self,
-        target: &Target<'_>,
-        envelope_from: &str,
-        rcpts: &[String],
-        message: &[u8],
-    ) -> TxReport {
-        match self.open(target).await {
-            Err((failure, lines)) => TxReport {
-                rcpts: vec![None; rcpts.len()],
-                failure: Some(failure),
-                transcript: lines,
-                ..TxReport::default()
-            },
-            Ok((session, caps)) => {
-                self.run_on(target, session, caps, envelope_from, rcpts, message)
-                    .await
-                    .0
-            }
+            report.transcript = earlier;
+            return report;
         }
     }
 
-    /// Runs the transaction on `session`, returns it to the pool if it stays usable, and
-    /// says whether the connection was found dead before any reply (a stale pooled one).
+    /// Runs the transaction on `idle`'s connection, then passes the connection on (to the
+    /// transaction whose commands went out behind this body, to the next one waiting, or to
+    /// the pool) if it stays usable. Says whether the connection was found dead before any
+    /// reply (a stale pooled one).
     async fn run_on(
         &self,
-        target: &Target<'_>,
-        mut session: Session,
-        caps: EhloResponse<String>,
-        envelope_from: &str,
-        rcpts: &[String],
+        key: &str,
+        idle: Idle,
+        presented: bool,
+        envelope: &Envelope,
         message: &[u8],
     ) -> (TxReport, bool) {
+        let Idle {
+            mut session,
+            caps,
+            slot,
+            ..
+        } = idle;
         let mut report = TxReport {
-            rcpts: vec![None; rcpts.len()],
+            rcpts: vec![None; envelope.rcpts.len()],
             ..TxReport::default()
         };
-        let outcome = transaction(
-            &mut session,
-            &caps,
-            envelope_from,
-            rcpts,
-            message,
-            &mut report,
-        )
-        .await;
-        report.transcript.splice(
-            0..0,
-            session
-                .transcript()
-                .lock()
-                .expect("not poisoned")
-                .drain_lines(),
-        );
+        let (outcome, behind) = self
+            .transaction(
+                key,
+                &mut session,
+                &caps,
+                presented,
+                envelope,
+                message,
+                &mut report,
+            )
+            .await;
+        {
+            let transcript = session.transcript();
+            let mut t = transcript.lock().expect("not poisoned");
+            let lines = if behind.is_some() {
+                t.take_previous()
+            } else {
+                t.drain_lines()
+            };
+            report.transcript.splice(0..0, lines);
+        }
         let untouched = report.data.is_none() && report.rcpts.iter().all(Option::is_none);
-        match outcome {
-            Ok(()) => {
-                self.put_idle(&target.key, session, caps);
+        let idle = |session, slot| Idle {
+            session,
+            caps,
+            since: Instant::now(),
+            slot,
+        };
+        match (outcome, behind) {
+            (Ok(()), None) if !session.has_unread() => {
+                self.release(key, idle(session, slot));
                 (report, false)
             }
-            Err(f) => {
+            (Ok(()), None) => {
+                // The server said more than it was asked: not a connection to trust again.
+                session.quit().await;
+                (report, false)
+            }
+            (Ok(()), Some(next)) => {
+                // If that one stopped waiting, its commands are on the wire unanswered: the
+                // connection closes (no QUIT, which the server might take as message text).
+                let _ = next.tx.send(Grant::Presented(idle(session, slot)));
+                (report, false)
+            }
+            (Err(f), behind) => {
                 let stale = untouched
                     && matches!(f, Failure::ConnectionLost { .. } | Failure::ReplyTimeout(_));
                 report.failure = Some(f);
                 session.quit().await;
+                match behind {
+                    // Its commands went out on a connection that is gone: it opens another
+                    // in this one's place.
+                    Some(next) => {
+                        let _ = next.tx.send(Grant::Open(slot));
+                    }
+                    None => drop(slot),
+                }
                 (report, stale)
             }
         }
     }
-}
 
-/// MAIL, RCPT…, DATA on an open session. `Err` means the session must not be reused.
-async fn transaction(
-    session: &mut Session,
-    caps: &EhloResponse<String>,
-    envelope_from: &str,
-    rcpts: &[String],
-    message: &[u8],
-    report: &mut TxReport,
-) -> Result<(), Failure> {
-    if caps.size > 0 && message.len() > caps.size {
-        report.failure = Some(Failure::Reply {
-            stage: Stage::MailFrom,
-            reply: SmtpReply::new(
-                552,
-                Some((5, 3, 4)),
-                format!(
-                    "the message is {} bytes; the server accepts at most {} (SIZE)",
-                    message.len(),
-                    caps.size
+    /// MAIL, RCPT…, DATA on an open session — or, when `presented`, the replies to them, the
+    /// previous transaction having written them. `Err` means the session must not be reused.
+    /// Also returns the transaction waiting for a connection whose commands were written
+    /// behind this body, if any.
+    #[allow(clippy::too_many_arguments)]
+    async fn transaction(
+        &self,
+        key: &str,
+        session: &mut Session,
+        caps: &EhloResponse<String>,
+        presented: bool,
+        envelope: &Envelope,
+        message: &[u8],
+        report: &mut TxReport,
+    ) -> (Result<(), Failure>, Option<Waiter>) {
+        if !presented && !envelope.fits(caps) {
+            report.failure = Some(Failure::Reply {
+                stage: Stage::MailFrom,
+                reply: SmtpReply::new(
+                    552,
+                    Some((5, 3, 4)),
+                    format!(
+                        "the message is {} bytes; the server accepts at most {} (SIZE)",
+                        message.len(),
+                        caps.size
+                    ),
                 ),
-            ),
-        });
-        return Ok(());
-    }
-    let size = if caps.size > 0 {
-        format!(" SIZE={}", message.len())
-    } else {
-        String::new()
-    };
-    let pipelining = caps.capabilities & smtp_proto::EXT_PIPELINING != 0;
-    let mut commands = vec![format!("MAIL FROM:<{envelope_from}>{size}\r\n")];
-    commands.extend(rcpts.iter().map(|r| format!("RCPT TO:<{r}>\r\n")));
-    if pipelining {
-        // DATA may end the pipelined group (RFC 2920 §3.1): one round trip fewer.
-        commands.push("DATA\r\n".to_string());
-    }
-    let lost = |stage: Stage, e: mail_send::Error| match e {
-        mail_send::Error::Timeout => Failure::ReplyTimeout(stage),
-        other => Failure::ConnectionLost {
-            stage,
-            error: other.to_string(),
-        },
-    };
-    let mut replies: Vec<SmtpReply> = if pipelining {
-        session
-            .client
-            .cmds(commands.iter().map(String::as_bytes))
-            .await
-            .map_err(|e| lost(Stage::MailFrom, e))?
-            .iter()
-            .map(smtp::to_reply)
-            .collect()
-    } else {
-        let mut out = Vec::with_capacity(commands.len());
-        for (i, c) in commands.iter().enumerate() {
-            let r = session.client.cmd(c.as_bytes()).await.map_err(|e| {
-                lost(
-                    if i == 0 {
-                        Stage::MailFrom
-                    } else {
-                        Stage::RcptTo
-                    },
-                    e,
-                )
-            })?;
-            let r = smtp::to_reply(&r);
-            let refused_sender = i == 0 && !(200..300).contains(&r.code);
-            out.push(r);
-            if refused_sender {
-                break;
+            });
+            return (Ok(()), None);
+        }
+        let pipelining = pipelines(caps);
+        let commands = envelope.commands(caps);
+        let lost = |stage: Stage, e: mail_send::Error| match e {
+            mail_send::Error::Timeout => Failure::ReplyTimeout(stage),
+            other => Failure::ConnectionLost {
+                stage,
+                error: other.to_string(),
+            },
+        };
+        let mut replies: Vec<SmtpReply> = if pipelining {
+            let answered = async {
+                if !presented {
+                    session.queue_commands(&commands).await?;
+                    session.flush().await?;
+                }
+                session.read_replies(commands.len()).await
+            };
+            match answered.await {
+                Ok(r) => r.iter().map(smtp::to_reply).collect(),
+                Err(e) => return (Err(lost(Stage::MailFrom, e)), None),
             }
+        } else {
+            let mut out = Vec::with_capacity(commands.len());
+            for (i, c) in commands.iter().enumerate() {
+                let stage = if i == 0 {
+                    Stage::MailFrom
+                } else {
+                    Stage::RcptTo
+                };
+                let r = match session.exchange(c.as_bytes()).await {
+                    Ok(r) => smtp::to_reply(&r),
+                    Err(e) => return (Err(lost(stage, e)), None),
+                };
+                let refused_sender = i == 0 && !(200..300).contains(&r.code);
+                out.push(r);
+                if refused_sender {
+                    break;
+                }
+            }
+            out
+        };
+        // With pipelining, the last reply answers DATA.
+        let data_go = if pipelining { replies.pop() } else { None };
+        let data_open = data_go.as_ref().is_some_and(|r| r.code == 354);
+        let mail = &replies[0];
+        if !(200..300).contains(&mail.code) {
+            report.failure = Some(Failure::Reply {
+                stage: Stage::MailFrom,
+                reply: mail.clone(),
+            });
+            end_transaction(session, data_open).await;
+            return (Ok(()), None);
         }
-        out
-    };
-    // With pipelining, the last reply answers DATA.
-    let data_go = if pipelining { replies.pop() } else { None };
-    let data_open = data_go.as_ref().is_some_and(|r| r.code == 354);
-    let mail = &replies[0];
-    if !(200..300).contains(&mail.code) {
-        report.failure = Some(Failure::Reply {
-            stage: Stage::MailFrom,
-            reply: mail.clone(),
-        });
-        end_transaction(session, data_open).await;
-        return Ok(());
-    }
-    for (slot, reply) in report.rcpts.iter_mut().zip(replies.iter().skip(1)) {
-        *slot = Some(reply.clone());
-    }
-    let accepted = report
-        .rcpts
-        .iter()
-        .flatten()
-        .filter(|r| (200..300).contains(&r.code))
-        .count();
-    if accepted == 0 {
-        end_transaction(session, data_open).await;
-        return Ok(());
-    }
-    let sent = match data_go {
-        None => session.data(message).await,
-        Some(_) if data_open => session.body(message).await,
-        Some(reply) => Err(Failure::Reply {
-            stage: Stage::Data,
-            reply,
-        }),
-    };
-    match sent {
-        Ok(reply) => {
-            report.data = Some(reply);
-            Ok(())
+        for (slot, reply) in report.rcpts.iter_mut().zip(replies.iter().skip(1)) {
+            *slot = Some(reply.clone());
         }
-        Err(Failure::Reply { stage, reply }) => {
-            report.data = Some(reply.clone());
-            report.failure = Some(Failure::Reply { stage, reply });
-            // After a refused DATA the connection stays usable; RSET makes sure the server
-            // holds no half-open transaction for the next message.
-            session.rset().await;
-            Ok(())
+        let accepted = report
+            .rcpts
+            .iter()
+            .flatten()
+            .filter(|r| (200..300).contains(&r.code))
+            .count();
+        if accepted == 0 {
+            end_transaction(session, data_open).await;
+            return (Ok(()), None);
         }
-        Err(f) => Err(f),
+        let mut behind = None;
+        let sent = match data_go {
+            None => session.data(message).await,
+            Some(_) if data_open => {
+                behind = self.next_waiting(key, caps);
+                let next = behind.as_ref().map(|w| w.envelope.commands(caps));
+                match session.send_body(message, next.as_deref()).await {
+                    Ok(()) => session.body_reply().await,
+                    Err(f) => Err(f),
+                }
+            }
+            Some(reply) => Err(Failure::Reply {
+                stage: Stage::Data,
+                reply,
+            }),
+        };
+        let outcome = match sent {
+            Ok(reply) => {
+                report.data = Some(reply);
+                Ok(())
+            }
+            Err(Failure::Reply { stage, reply }) => {
+                report.data = Some(reply.clone());
+                report.failure = Some(Failure::Reply { stage, reply });
+                // After a refused DATA the connection stays usable; RSET makes sure the server
+                // holds no half-open transaction for the next message — unless the next one's
+                // commands already follow (the final reply ended this transaction anyway,
+                // RFC 5321 §4.1.1.4).
+                if behind.is_none() {
+                    session.rset().await;
+                }
+                Ok(())
+            }
+            Err(f) => Err(f),
+        };
+        (outcome, behind)
     }
 }
 

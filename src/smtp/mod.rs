@@ -271,6 +271,9 @@ pub struct Session {
     pub client: SmtpClient<Recorded<Conn>>,
     pub host: String,
     pub reply_timeout: Duration,
+    /// Server bytes read past the replies asked for: with commands pipelined behind a message
+    /// body, one read often brings the body's reply and the next transaction's together.
+    unread: Vec<u8>,
 }
 
 /// A reply as the diagnosis classifier takes it.
@@ -292,7 +295,93 @@ impl Session {
             },
             host: host.to_string(),
             reply_timeout,
+            unread: Vec::new(),
         }
+    }
+
+    /// Whether the server sent bytes no command has asked for yet.
+    pub fn has_unread(&self) -> bool {
+        !self.unread.is_empty()
+    }
+
+    /// Reads `n` replies, keeping any bytes after the last for the next read. Every reply of
+    /// a mail transaction goes through here (mail-send's own reads drop what follows the
+    /// replies they parse).
+    pub async fn read_replies(
+        &mut self,
+        n: usize,
+    ) -> Result<Vec<Response<String>>, mail_send::Error> {
+        use tokio::io::AsyncReadExt;
+        let mut replies = Vec::with_capacity(n);
+        let mut parser = smtp_proto::response::parser::ResponseReceiver::default();
+        let mut buf = std::mem::take(&mut self.unread);
+        let read = async {
+            loop {
+                if !buf.is_empty() {
+                    let mut bytes = buf.iter();
+                    loop {
+                        if replies.len() == n {
+                            break;
+                        }
+                        match parser.parse(&mut bytes) {
+                            Ok(reply) => {
+                                replies.push(reply);
+                                parser.reset();
+                            }
+                            Err(smtp_proto::Error::NeedsMoreData { .. }) => break,
+                            Err(_) => return Err(mail_send::Error::UnparseableReply),
+                        }
+                    }
+                    let rest = bytes.as_slice().len();
+                    buf.drain(..buf.len() - rest);
+                }
+                if replies.len() == n {
+                    return Ok(());
+                }
+                let mut chunk = [0u8; 4096];
+                let got = self.client.stream.read(&mut chunk).await?;
+                if got == 0 {
+                    return Err(mail_send::Error::UnparseableReply);
+                }
+                buf.extend_from_slice(&chunk[..got]);
+            }
+        };
+        match tokio::time::timeout(self.reply_timeout, read).await {
+            Err(_) => Err(mail_send::Error::Timeout),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(())) => {
+                self.unread = buf;
+                Ok(replies)
+            }
+        }
+    }
+
+    /// Gathers commands to go out with the next flush (they are recorded at once).
+    pub async fn queue_commands(&mut self, commands: &[String]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        for c in commands {
+            self.client.stream.write_all(c.as_bytes()).await?;
+        }
+        Ok(())
+    }
+
+    /// Gathers the message body and its final dot to go out with the next flush.
+    async fn queue_body(&mut self, message: &[u8]) -> std::io::Result<()> {
+        write_dot_stuffed(&mut self.client.stream, message).await
+    }
+
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.client.stream.flush().await
+    }
+
+    /// One command and its reply, through [`Session::read_replies`].
+    pub async fn exchange(&mut self, line: &[u8]) -> Result<Response<String>, mail_send::Error> {
+        use tokio::io::AsyncWriteExt;
+        self.client.stream.write_all(line).await?;
+        self.client.stream.flush().await?;
+        let mut replies = self.read_replies(1).await?;
+        Ok(replies.remove(0))
     }
 
     pub fn transcript(&self) -> Arc<Mutex<Transcript>> {
@@ -513,8 +602,7 @@ impl Session {
     /// DATA, the message (dot-stuffed), and the final reply.
     pub async fn data(&mut self, message: &[u8]) -> Result<SmtpReply, Failure> {
         let go = self
-            .client
-            .cmd(b"DATA\r\n")
+            .exchange(b"DATA\r\n")
             .await
             .map_err(|e| self.failure(Stage::Data, e))?;
         let go = to_reply(&go);
@@ -530,16 +618,46 @@ impl Session {
     /// The message once a DATA pipelined behind MAIL and RCPT was answered 354 (RFC 2920
     /// §3.1): the body, its final dot, and the server's reply to them.
     pub async fn body(&mut self, message: &[u8]) -> Result<SmtpReply, Failure> {
-        let timeout = self.client.timeout;
-        let sent = tokio::time::timeout(timeout, async {
-            write_dot_stuffed(&mut self.client.stream, message).await?;
-            self.client.read().await
+        self.send_body(message, None).await?;
+        self.body_reply().await
+    }
+
+    /// Writes the message body and its final dot and, when `behind` is given, the next
+    /// transaction's commands after them in the same write (RFC 2920 §3.1 lets a message's
+    /// content begin a pipelined group). The transcript then gives the replies still due to
+    /// this transaction to [`Transcript::take_previous`]. The body's reply is read by
+    /// [`Session::body_reply`].
+    pub async fn send_body(
+        &mut self,
+        message: &[u8],
+        behind: Option<&[String]>,
+    ) -> Result<(), Failure> {
+        let written = tokio::time::timeout(self.reply_timeout, async {
+            self.queue_body(message).await?;
+            if let Some(commands) = behind {
+                {
+                    let transcript = self.transcript();
+                    let mut t = transcript.lock().expect("not poisoned");
+                    t.split();
+                    t.note("sent behind the previous message's data (RFC 2920 pipelining)");
+                }
+                self.queue_commands(commands).await?;
+            }
+            self.flush().await
         })
         .await;
-        let reply = match sent {
-            Err(_) => return Err(self.failure(Stage::Data, mail_send::Error::Timeout)),
-            Ok(Err(e)) => return Err(self.failure(Stage::Data, e)),
-            Ok(Ok(r)) => to_reply(&r),
+        match written {
+            Err(_) => Err(self.failure(Stage::Data, mail_send::Error::Timeout)),
+            Ok(Err(e)) => Err(self.failure(Stage::Data, e.into())),
+            Ok(Ok(())) => Ok(()),
+        }
+    }
+
+    /// The reply to a message body already written (and flushed).
+    pub async fn body_reply(&mut self) -> Result<SmtpReply, Failure> {
+        let reply = match self.read_replies(1).await {
+            Err(e) => return Err(self.failure(Stage::Data, e)),
+            Ok(mut r) => to_reply(&r.remove(0)),
         };
         if !(200..300).contains(&reply.code) {
             return Err(Failure::Reply {
@@ -553,11 +671,11 @@ impl Session {
     /// Ends a data phase that a pipelined DATA opened when there is nothing to send (the
     /// sender or every recipient was refused, yet the server answered 354): an empty body.
     pub async fn abandon_data(&mut self) {
-        let _ = self.client.cmd(b".\r\n").await;
+        let _ = self.exchange(b".\r\n").await;
     }
 
     pub async fn rset(&mut self) {
-        let _ = self.client.cmd(b"RSET\r\n").await;
+        let _ = self.exchange(b"RSET\r\n").await;
     }
 
     /// QUIT, politely, without caring about the answer.
@@ -566,7 +684,7 @@ impl Session {
     }
 }
 
-/// Writes `message` as the content of DATA and ends it: a "." that begins the message or
+/// Writes `message` as the content of DATA and ends it (without flushing): a "." that begins the message or
 /// follows CR or LF is doubled (the transparency of RFC 5321 §4.5.2), then CRLF "." CRLF. It
 /// finds the dots with memchr instead of testing every byte. (mail-send's `write_message` does
 /// not double a dot at the very start, so a raw message beginning with ".\r\n" would end the
@@ -585,8 +703,7 @@ pub async fn write_dot_stuffed<W: tokio::io::AsyncWrite + Unpin>(
         }
     }
     w.write_all(&message[start..]).await?;
-    w.write_all(b"\r\n.\r\n").await?;
-    w.flush().await
+    w.write_all(b"\r\n.\r\n").await
 }
 
 #[cfg(test)]

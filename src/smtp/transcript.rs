@@ -25,6 +25,10 @@ pub struct Transcript {
     /// The lines of the last complete server reply (for diagnosing unparseable answers).
     last_reply: Vec<String>,
     reply_in_progress: Vec<String>,
+    /// A transaction whose last replies are still due while the next one's commands already
+    /// went out behind its body (pipelining across messages): its lines, and how many of the
+    /// coming replies are its own.
+    previous: Option<(Vec<String>, usize)>,
 }
 
 /// Longest line kept in the transcript; longer ones are cut (a hostile server cannot flood it).
@@ -55,24 +59,28 @@ impl Transcript {
         String::from_utf8_lossy(&self.server_partial).into_owned()
     }
 
+    /// Ends this transaction's lines where the next one's commands are about to be written,
+    /// though replies to it are still due: those replies go to the lines
+    /// [`Transcript::take_previous`] returns, the rest to the next transaction's.
+    pub fn split(&mut self) {
+        self.previous = Some((std::mem::take(&mut self.lines), self.pending_replies));
+    }
+
+    /// The lines of the transaction [`Transcript::split`] ended.
+    pub fn take_previous(&mut self) -> Vec<String> {
+        self.previous
+            .take()
+            .map(|(lines, _)| lines)
+            .unwrap_or_default()
+    }
+
     /// Adds a note of cartero's own (`*: STARTTLS handshake …`).
     pub fn note(&mut self, text: &str) {
         self.push(format!("*: {text}"));
     }
 
-    fn push(&mut self, mut line: String) {
-        if self.lines.len() >= MAX_LINES {
-            return;
-        }
-        if line.len() > MAX_LINE {
-            let mut cut = MAX_LINE;
-            while !line.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            line.truncate(cut);
-            line.push('…');
-        }
-        self.lines.push(line);
+    fn push(&mut self, line: String) {
+        push_line(&mut self.lines, line);
     }
 
     fn client_bytes(&mut self, mut bytes: &[u8]) {
@@ -166,6 +174,22 @@ impl Transcript {
 
     fn server_line(&mut self, line: String) {
         let last_of_reply = line.as_bytes().get(3) != Some(&b'-');
+        if let Some((lines, due)) = &mut self.previous
+            && *due > 0
+        {
+            // A reply to the transaction before the split (its body's): nothing here changes
+            // the state of the commands that follow it.
+            if last_of_reply {
+                *due -= 1;
+                self.pending_replies = self.pending_replies.saturating_sub(1);
+                self.last_reply = vec![line.clone()];
+                if let Some(n) = self.data_reply_after {
+                    self.data_reply_after = Some(n.saturating_sub(1));
+                }
+            }
+            push_line(lines, format!("S: {line}"));
+            return;
+        }
         self.reply_in_progress.push(line.clone());
         if last_of_reply {
             self.last_reply = std::mem::take(&mut self.reply_in_progress);
@@ -185,6 +209,22 @@ impl Transcript {
         }
         self.push(format!("S: {line}"));
     }
+}
+
+/// Keeps `line` (cut at [`MAX_LINE`]) unless `lines` is full.
+fn push_line(lines: &mut Vec<String>, mut line: String) {
+    if lines.len() >= MAX_LINES {
+        return;
+    }
+    if line.len() > MAX_LINE {
+        let mut cut = MAX_LINE;
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        line.truncate(cut);
+        line.push('…');
+    }
+    lines.push(line);
 }
 
 /// Moves `bytes` up to and with the next LF into `partial`; returns the line that ended there
@@ -412,5 +452,46 @@ mod tests {
             "{:?}",
             t.lines()
         );
+    }
+
+    /// The next message's commands written behind a body, and one read bringing the body's
+    /// reply with theirs: each transaction keeps its own lines, and the next body is masked.
+    #[test]
+    fn a_split_gives_each_transaction_its_own_lines() {
+        let mut t = Transcript::default();
+        t.client_bytes(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n");
+        t.server_bytes(b"250 ok\r\n250 ok\r\n354 go\r\n");
+        t.client_bytes(b"Subject: first\r\n\r\none\r\n.\r\n");
+        t.split();
+        t.client_bytes(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<e@d.example>\r\nDATA\r\n");
+        t.server_bytes(b"250-queued as 1\r\n250 really\r\n250 ok\r\n250 ok\r\n354 go\r\n");
+        t.client_bytes(b"Subject: second secret\r\n\r\ntwo\r\n.\r\n");
+        t.server_bytes(b"250 queued as 2\r\n");
+        let first = t.take_previous();
+        assert_eq!(
+            first[first.len() - 4..],
+            [
+                "C: <message: 23 bytes>",
+                "C: .",
+                "S: 250-queued as 1",
+                "S: 250 really"
+            ],
+            "{first:?}"
+        );
+        assert_eq!(
+            t.lines(),
+            [
+                "C: MAIL FROM:<a@b.example>",
+                "C: RCPT TO:<e@d.example>",
+                "C: DATA",
+                "S: 250 ok",
+                "S: 250 ok",
+                "S: 354 go",
+                "C: <message: 31 bytes>",
+                "C: .",
+                "S: 250 queued as 2"
+            ]
+        );
+        assert!(t.take_previous().is_empty(), "taken once");
     }
 }

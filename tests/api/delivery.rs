@@ -505,6 +505,126 @@ async fn pipelined_transaction_with_no_valid_recipient_sends_nothing() {
     assert_eq!(log[0]["rcpt_tos"], json!(["bueno@example.com"]));
 }
 
+/// An app with one connection per account, sending through aiosmtpd offering PIPELINING
+/// that takes its time over the first MAIL, so that the messages sent meanwhile line up
+/// behind the first for the one connection.
+async fn one_pipelining_connection() -> Option<(Smtpd, TestApp)> {
+    let server = plain_server(Some(json!({
+        "ehlo": ["250-mx.example", "250-PIPELINING", "250 8BITMIME"],
+        "mail": {"reply": null, "times": 1, "delay": 0.8},
+        "rcpt:malo@example.com": "550 5.1.1 no such user",
+    })))?;
+    let app = spawn_app_with(|c| {
+        c.delivery.retry_base = Duration::from_secs(1);
+        c.delivery.poll_interval = Duration::from_millis(200);
+        c.delivery.connections_per_account = 1;
+    })
+    .await;
+    add_account(&app, "Una conexión", server.port, "system", 0, json!({})).await;
+    Some((server, app))
+}
+
+fn transcript_of(m: &Value) -> Vec<String> {
+    m["attempts"][0]["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Messages waiting for the account's one connection go out pipelined behind the previous
+/// body (RFC 2920 §3.1): all over that one connection, each transcript with its own
+/// commands and its own replies only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_messages_are_pipelined_behind_the_previous_body() {
+    let Some((server, app)) = one_pipelining_connection().await else {
+        return;
+    };
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        ids.push(send(&app, simple("system", &format!("cliente{n}@example.com"))).await);
+    }
+    let mut behind = 0;
+    let mut queued_as = Vec::new();
+    for id in &ids {
+        let m = wait_status(&app, id, "sent", 15).await;
+        let lines = transcript_of(&m);
+        let count = |prefix: &str| lines.iter().filter(|l| l.starts_with(prefix)).count();
+        assert_eq!(count("C: MAIL FROM"), 1, "{lines:#?}");
+        assert_eq!(count("C: RCPT TO"), 1, "{lines:#?}");
+        assert_eq!(count("C: <message:"), 1, "{lines:#?}");
+        assert_eq!(count("S: 354"), 1, "{lines:#?}");
+        let last = lines.last().unwrap();
+        assert!(
+            last.starts_with("S: 250 2.0.0 Ok: queued as "),
+            "ends with its body's reply: {lines:#?}"
+        );
+        queued_as.push(last.clone());
+        if lines[0].contains("sent behind the previous message") {
+            behind += 1;
+            assert!(lines[1].starts_with("C: MAIL FROM"), "{lines:#?}");
+        }
+    }
+    queued_as.sort();
+    queued_as.dedup();
+    assert_eq!(
+        queued_as.len(),
+        6,
+        "each transcript has its own final reply: {queued_as:?}"
+    );
+    assert_eq!(
+        behind, 5,
+        "every message that waited for the connection was pipelined"
+    );
+    let log = server.wait_for_messages(6, Duration::from_secs(5));
+    assert_eq!(log.len(), 6, "{log:?}");
+    let ports: std::collections::BTreeSet<u64> = log
+        .iter()
+        .map(|r| r["peer_port"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ports.len(), 1, "one connection carried them all: {log:?}");
+}
+
+/// A message pipelined behind another whose only recipient is refused: its DATA is refused,
+/// nothing of it is sent, and the connection goes on to the next message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_message_pipelined_behind_another_does_not_stop_the_next() {
+    let Some((server, app)) = one_pipelining_connection().await else {
+        return;
+    };
+    let first = send(&app, simple("system", "primero@example.com")).await;
+    let refused = send(&app, simple("system", "malo@example.com")).await;
+    let last = send(&app, simple("system", "ultimo@example.com")).await;
+    wait_status(&app, &first, "sent", 15).await;
+    let m = wait_status(&app, &refused, "failed", 15).await;
+    let lines = transcript_of(&m);
+    assert!(
+        lines.iter().any(|l| l.starts_with("S: 550 5.1.1")),
+        "{lines:#?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.starts_with("C: <message:")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[0].contains("sent behind the previous message"),
+        "{lines:#?}"
+    );
+    assert!(lines.contains(&"C: RSET".to_string()), "{lines:#?}");
+    wait_status(&app, &last, "sent", 15).await;
+    let log = server.wait_for_messages(2, Duration::from_secs(5));
+    let rcpts: Vec<&Value> = log.iter().map(|r| &r["rcpt_tos"]).collect();
+    assert_eq!(
+        rcpts,
+        [
+            &json!(["primero@example.com"]),
+            &json!(["ultimo@example.com"])
+        ],
+        "{log:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_keys_return_the_first_answer() {
     let Some(server) = plain_server(None) else {

@@ -35,7 +35,8 @@ Counters are shared by all connections, so "times" drives retry tests.
 
 ``--maildir DIR`` stores each accepted message as DIR/<n>.eml (raw bytes as
 received, dot-unstuffed) and then appends one JSON line to DIR/log.jsonl:
-  {"ts", "mail_from", "rcpt_tos", "auth_user", "size", "message_id", "tls"}
+  {"ts", "mail_from", "rcpt_tos", "auth_user", "size", "message_id", "tls", "peer_port"}
+(peer_port, the client's port, tells which connection brought the message).
 The null reverse-path (MAIL FROM:<>) is logged as "".
 """
 
@@ -290,6 +291,7 @@ class Handler:
             "size": len(content),
             "message_id": str(message_id).strip() if message_id is not None else None,
             "tls": server.transport.get_extra_info("ssl_object") is not None,
+            "peer_port": server.transport.get_extra_info("peername")[1],
         }
         with open(os.path.join(self.maildir, "log.jsonl"), "a") as f:
             f.write(json.dumps(record) + "\n")
