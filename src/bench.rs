@@ -30,6 +30,8 @@ pub struct BenchOptions {
     pub runs: usize,
     pub size: usize,
     pub postfix: bool,
+    /// Round trip added between each sender and the sink ([`Relay`]); zero for none.
+    pub rtt: Duration,
     /// Extra round with this many messages already queued (deferred), 0 for none.
     pub queued: usize,
     /// Fixed submission rate (msgs/s) for the accept-latency measurement, 0 to skip.
@@ -78,6 +80,8 @@ pub struct Summary {
     pub messages: usize,
     pub concurrency: usize,
     pub size: usize,
+    /// Round trip added between each sender and the sink.
+    pub rtt_ms: u64,
     pub runs: Vec<Round>,
     pub median: Round,
     pub ratio_cartero_postfix: Option<f64>,
@@ -246,11 +250,100 @@ fn smtp_source(port: u16, messages: usize, concurrency: usize, size: usize) -> a
     Ok(())
 }
 
+/// A TCP relay on 127.0.0.1 in front of the sink that holds every chunk for half the round
+/// trip in each direction: what a provider across the internet costs a sender that waits
+/// for each reply. Stops with the value.
+struct Relay {
+    port: u16,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Relay {
+    fn start(target: u16, rtt: Duration) -> anyhow::Result<Relay> {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+        listener.set_nonblocking(true)?;
+        let port = listener.local_addr()?.port();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::spawn(move || {
+            runtime.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                    return;
+                };
+                let relay = async {
+                    while let Ok((client, _)) = listener.accept().await {
+                        tokio::spawn(async move {
+                            let Ok(server) =
+                                tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                            else {
+                                return;
+                            };
+                            let _ = client.set_nodelay(true);
+                            let _ = server.set_nodelay(true);
+                            let (cr, cw) = client.into_split();
+                            let (sr, sw) = server.into_split();
+                            tokio::join!(delayed(cr, sw, rtt / 2), delayed(sr, cw, rtt / 2));
+                        });
+                    }
+                };
+                tokio::select! {
+                    _ = stopped => {}
+                    _ = relay => {}
+                }
+            });
+        });
+        Ok(Relay { port, _stop: stop })
+    }
+}
+
+/// Copies `from` to `to`, each chunk `delay` after it arrived, in order.
+async fn delayed(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let read = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n @ 1..) = from.read(&mut buf).await {
+            if tx
+                .send((tokio::time::Instant::now() + delay, buf[..n].to_vec()))
+                .is_err()
+            {
+                break;
+            }
+        }
+    };
+    let write = async move {
+        while let Some((at, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(at).await;
+            if to.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(read, write);
+}
+
+/// Where senders deliver: the sink, or a relay in front of it when a round trip is asked for.
+fn destination(opts: &BenchOptions, sink: &Sink) -> anyhow::Result<(u16, Option<Relay>)> {
+    if opts.rtt.is_zero() {
+        return Ok((sink.port, None));
+    }
+    let relay = Relay::start(sink.port, opts.rtt)?;
+    Ok((relay.port, Some(relay)))
+}
+
 /// Raw SMTP: smtp-source straight into the sink.
 fn raw_round(opts: &BenchOptions) -> anyhow::Result<f64> {
     let sink = Sink::start()?;
+    let (port, _relay) = destination(opts, &sink)?;
     let t0 = Instant::now();
-    smtp_source(sink.port, opts.messages, opts.concurrency, opts.size)?;
+    smtp_source(port, opts.messages, opts.concurrency, opts.size)?;
     let done = sink.wait_for(opts.messages, Duration::from_secs(600))?;
     Ok(opts.messages as f64 / (done - t0).as_secs_f64())
 }
@@ -283,7 +376,8 @@ fn postfix_round(opts: &BenchOptions) -> anyhow::Result<f64> {
         Ok(())
     };
     let dir_s = dir.path().display().to_string();
-    run(&["start", &dir_s, &port.to_string(), &sink.port.to_string()])?;
+    let (relay_port, _relay) = destination(opts, &sink)?;
+    run(&["start", &dir_s, &port.to_string(), &relay_port.to_string()])?;
     let t0 = Instant::now();
     let measured = smtp_source(port, opts.messages, opts.concurrency, opts.size)
         .and_then(|()| sink.wait_for(opts.messages, Duration::from_secs(1800)));
@@ -377,7 +471,7 @@ fn cli(exe: &Path, dir: &Path, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-async fn start_server(opts: &BenchOptions, sink: &Sink, dir: &Path) -> anyhow::Result<Server> {
+async fn start_server(opts: &BenchOptions, destination: u16, dir: &Path) -> anyhow::Result<Server> {
     cli(
         &opts.exe,
         dir,
@@ -389,7 +483,7 @@ async fn start_server(opts: &BenchOptions, sink: &Sink, dir: &Path) -> anyhow::R
             "--host",
             "127.0.0.1",
             "--port",
-            &sink.port.to_string(),
+            &destination.to_string(),
             "--security",
             "none",
             "--auth",
@@ -522,7 +616,8 @@ async fn cartero_round(opts: &BenchOptions, prefill: usize) -> anyhow::Result<Ca
     if prefill > 0 {
         prefill_queue(dir.path(), prefill).await?;
     }
-    let server = start_server(opts, &sink, dir.path()).await?;
+    let (port, _relay) = destination(opts, &sink)?;
+    let server = start_server(opts, port, dir.path()).await?;
     let io_before = server.proc_field("io", "write_bytes").unwrap_or(0.0);
     let cpu_before = server.cpu_seconds().unwrap_or(0.0);
     let (mut lat, t0, last) =
@@ -746,6 +841,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Summary> {
         messages: opts.messages,
         concurrency: opts.concurrency,
         size: opts.size,
+        rtt_ms: opts.rtt.as_millis() as u64,
         ratio_cartero_postfix: median_round
             .postfix_per_s
             .filter(|p| *p > 0.0)
@@ -765,10 +861,15 @@ pub fn table(s: &Summary) -> String {
     let c = &s.median.cartero;
     let mut out = String::new();
     out.push_str(&format!(
-        "{} messages of {} bytes, concurrency {}, median of {} round(s) — {}\n\n",
+        "{} messages of {} bytes, concurrency {}{}, median of {} round(s) — {}\n\n",
         s.messages,
         s.size,
         s.concurrency,
+        if s.rtt_ms > 0 {
+            format!(", {} ms round trip to the sink", s.rtt_ms)
+        } else {
+            String::new()
+        },
         s.runs.len(),
         s.machine
     ));

@@ -108,6 +108,10 @@ struct BenchArgs {
     /// Skip the Postfix comparison.
     #[arg(long)]
     no_postfix: bool,
+    /// Round trip (ms) between each sender and the sink, added by a relay that holds every
+    /// chunk half of it each way, as a provider across the internet would (0: none).
+    #[arg(long, default_value_t = 0)]
+    rtt_ms: u64,
     /// 200 messages, one round, a 100 msgs/s latency check: proves the command works (CI).
     #[arg(long)]
     smoke: bool,
@@ -274,6 +278,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 runs: if args.smoke { 1 } else { args.runs.max(1) },
                 size: args.size,
                 postfix: !args.no_postfix,
+                rtt: std::time::Duration::from_millis(args.rtt_ms),
                 queued: if args.smoke { 0 } else { args.queued },
                 rate: if args.smoke { 100 } else { args.rate },
                 out: args.out,
