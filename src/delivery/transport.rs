@@ -59,6 +59,22 @@ pub struct TxReport {
     pub transcript: Vec<String>,
 }
 
+impl TxReport {
+    /// Whether a reply said the server is closing the connection (421).
+    fn closing(&self) -> bool {
+        let failure_reply = match &self.failure {
+            Some(Failure::Reply { reply, .. }) => Some(reply),
+            _ => None,
+        };
+        self.rcpts
+            .iter()
+            .flatten()
+            .chain(self.data.as_ref())
+            .chain(failure_reply)
+            .any(|r| r.code == 421)
+    }
+}
+
 /// A message's envelope, as a transaction waiting for a connection shows it to the one that
 /// may write its commands.
 struct Envelope {
@@ -124,6 +140,11 @@ impl Drop for Slot {
                     Some(w) => break Some(w),
                     None => {
                         lane.open = lane.open.saturating_sub(1);
+                        if lane.open == 0 {
+                            // Nothing left of this account's connections (or of a key an
+                            // account change left behind).
+                            lanes.remove(&self.key);
+                        }
                         break None;
                     }
                 }
@@ -145,6 +166,35 @@ struct Idle {
     caps: EhloResponse<String>,
     since: Instant,
     slot: Slot,
+}
+
+impl Idle {
+    fn new(session: Session, caps: EhloResponse<String>, slot: Slot) -> Idle {
+        Idle {
+            session,
+            caps,
+            since: Instant::now(),
+            slot,
+        }
+    }
+}
+
+/// What becomes of a connection after a transaction that ended in a reply.
+enum After {
+    Keep,
+    Retire,
+}
+
+/// The place of a connection that closes: to the transaction whose commands it carried (they
+/// were written on a connection that is gone, so it opens another), else to the first one
+/// waiting.
+fn hand_place(slot: Slot, behind: Option<Waiter>) {
+    match behind {
+        Some(next) => {
+            let _ = next.tx.send(Grant::Open(slot));
+        }
+        None => drop(slot),
+    }
 }
 
 /// How a transaction gets its connection.
@@ -471,56 +521,68 @@ impl Transport {
         {
             let transcript = session.transcript();
             let mut t = transcript.lock().expect("not poisoned");
-            let lines = if behind.is_some() {
-                t.take_previous()
-            } else {
-                t.drain_lines()
+            // Split where the next transaction's commands were written behind the body; not
+            // if writing the body failed first.
+            let lines = match behind {
+                Some(_) => t.take_previous().unwrap_or_else(|| t.drain_lines()),
+                None => t.drain_lines(),
             };
             report.transcript.splice(0..0, lines);
         }
         let untouched = report.data.is_none() && report.rcpts.iter().all(Option::is_none);
-        let idle = |session, slot| Idle {
-            session,
-            caps,
-            since: Instant::now(),
-            slot,
+        let outcome = match outcome {
+            // 421: the server is closing the connection (RFC 5321 §3.8).
+            Ok(After::Keep) if report.closing() => Ok(After::Retire),
+            // The server said more than it was asked: not a connection to trust again. (With
+            // commands written behind the body, what follows its reply is theirs.)
+            Ok(After::Keep) if behind.is_none() && session.has_unread() => Ok(After::Retire),
+            other => other,
         };
         match (outcome, behind) {
-            (Ok(()), None) if !session.has_unread() => {
-                self.release(key, idle(session, slot));
+            (Ok(After::Keep), None) => {
+                self.release(key, Idle::new(session, caps, slot));
                 (report, false)
             }
-            (Ok(()), None) => {
-                // The server said more than it was asked: not a connection to trust again.
-                session.quit().await;
-                (report, false)
-            }
-            (Ok(()), Some(next)) => {
+            (Ok(After::Keep), Some(next)) => {
                 // If that one stopped waiting, its commands are on the wire unanswered: the
-                // connection closes (no QUIT, which the server might take as message text).
-                let _ = next.tx.send(Grant::Presented(idle(session, slot)));
+                // refused grant drops here and the connection closes without QUIT, which
+                // the server might take as message text.
+                let _ = next
+                    .tx
+                    .send(Grant::Presented(Idle::new(session, caps, slot)));
+                (report, false)
+            }
+            (Ok(After::Retire), behind) => {
+                if behind.is_none() {
+                    session.quit().await;
+                }
+                hand_place(slot, behind);
                 (report, false)
             }
             (Err(f), behind) => {
                 let stale = untouched
                     && matches!(f, Failure::ConnectionLost { .. } | Failure::ReplyTimeout(_));
+                // Once the body has begun, QUIT would flush what is left of it, final dot
+                // included: the server could take a message reported as failed (and retried).
+                let body_begun = matches!(
+                    f,
+                    Failure::ConnectionLost {
+                        stage: Stage::Data,
+                        ..
+                    } | Failure::ReplyTimeout(Stage::Data)
+                );
                 report.failure = Some(f);
-                session.quit().await;
-                match behind {
-                    // Its commands went out on a connection that is gone: it opens another
-                    // in this one's place.
-                    Some(next) => {
-                        let _ = next.tx.send(Grant::Open(slot));
-                    }
-                    None => drop(slot),
+                if behind.is_none() && !body_begun {
+                    session.quit().await;
                 }
+                hand_place(slot, behind);
                 (report, stale)
             }
         }
     }
 
     /// MAIL, RCPT…, DATA on an open session — or, when `presented`, the replies to them, the
-    /// previous transaction having written them. `Err` means the session must not be reused.
+    /// previous transaction having written them. `Err` means the connection failed.
     /// Also returns the transaction waiting for a connection whose commands were written
     /// behind this body, if any.
     #[allow(clippy::too_many_arguments)]
@@ -533,7 +595,7 @@ impl Transport {
         envelope: &Envelope,
         message: &[u8],
         report: &mut TxReport,
-    ) -> (Result<(), Failure>, Option<Waiter>) {
+    ) -> (Result<After, Failure>, Option<Waiter>) {
         if !presented && !envelope.fits(caps) {
             report.failure = Some(Failure::Reply {
                 stage: Stage::MailFrom,
@@ -547,7 +609,7 @@ impl Transport {
                     ),
                 ),
             });
-            return (Ok(()), None);
+            return (Ok(After::Keep), None);
         }
         let pipelining = pipelines(caps);
         let commands = envelope.commands(caps);
@@ -561,8 +623,7 @@ impl Transport {
         let mut replies: Vec<SmtpReply> = if pipelining {
             let answered = async {
                 if !presented {
-                    session.queue_commands(&commands).await?;
-                    session.flush().await?;
+                    session.write_commands(&commands).await?;
                 }
                 session.read_replies(commands.len()).await
             };
@@ -578,7 +639,7 @@ impl Transport {
                 } else {
                     Stage::RcptTo
                 };
-                let r = match session.exchange(c.as_bytes()).await {
+                let r = match session.exchange(c).await {
                     Ok(r) => smtp::to_reply(&r),
                     Err(e) => return (Err(lost(stage, e)), None),
                 };
@@ -599,8 +660,7 @@ impl Transport {
                 stage: Stage::MailFrom,
                 reply: mail.clone(),
             });
-            end_transaction(session, data_open).await;
-            return (Ok(()), None);
+            return (Ok(end_transaction(session, data_open).await), None);
         }
         for (slot, reply) in report.rcpts.iter_mut().zip(replies.iter().skip(1)) {
             *slot = Some(reply.clone());
@@ -612,8 +672,7 @@ impl Transport {
             .filter(|r| (200..300).contains(&r.code))
             .count();
         if accepted == 0 {
-            end_transaction(session, data_open).await;
-            return (Ok(()), None);
+            return (Ok(end_transaction(session, data_open).await), None);
         }
         let mut behind = None;
         let sent = match data_go {
@@ -634,7 +693,7 @@ impl Transport {
         let outcome = match sent {
             Ok(reply) => {
                 report.data = Some(reply);
-                Ok(())
+                Ok(After::Keep)
             }
             Err(Failure::Reply { stage, reply }) => {
                 report.data = Some(reply.clone());
@@ -643,10 +702,11 @@ impl Transport {
                 // holds no half-open transaction for the next message — unless the next one's
                 // commands already follow (the final reply ended this transaction anyway,
                 // RFC 5321 §4.1.1.4).
-                if behind.is_none() {
-                    session.rset().await;
+                if behind.is_some() || session.rset().await {
+                    Ok(After::Keep)
+                } else {
+                    Ok(After::Retire)
                 }
-                Ok(())
             }
             Err(f) => Err(f),
         };
@@ -655,10 +715,14 @@ impl Transport {
 }
 
 /// Ends a transaction that sends no message: the data phase a pipelined DATA opened, if the
-/// server answered it 354, then RSET.
-async fn end_transaction(session: &mut Session, data_open: bool) {
-    if data_open {
-        session.abandon_data().await;
+/// server answered it 354, then RSET. A server that does not answer them is not used again.
+async fn end_transaction(session: &mut Session, data_open: bool) -> After {
+    if data_open && !session.abandon_data().await {
+        return After::Retire;
     }
-    session.rset().await;
+    if session.rset().await {
+        After::Keep
+    } else {
+        After::Retire
+    }
 }

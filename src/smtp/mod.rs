@@ -356,11 +356,28 @@ impl Session {
         }
     }
 
+    /// Writes `commands` in one write, bounded by the reply timeout (a server that stops
+    /// reading must not hold the connection, and its account's place, for good).
+    pub async fn write_commands<S: AsRef<[u8]>>(
+        &mut self,
+        commands: &[S],
+    ) -> Result<(), mail_send::Error> {
+        let written = tokio::time::timeout(self.reply_timeout, async {
+            self.queue_commands(commands).await?;
+            self.flush().await
+        })
+        .await;
+        match written {
+            Err(_) => Err(mail_send::Error::Timeout),
+            Ok(r) => Ok(r?),
+        }
+    }
+
     /// Gathers commands to go out with the next flush (they are recorded at once).
-    pub async fn queue_commands(&mut self, commands: &[String]) -> std::io::Result<()> {
+    async fn queue_commands<S: AsRef<[u8]>>(&mut self, commands: &[S]) -> std::io::Result<()> {
         use tokio::io::AsyncWriteExt;
         for c in commands {
-            self.client.stream.write_all(c.as_bytes()).await?;
+            self.client.stream.write_all(c.as_ref()).await?;
         }
         Ok(())
     }
@@ -370,16 +387,14 @@ impl Session {
         write_dot_stuffed(&mut self.client.stream, message).await
     }
 
-    pub async fn flush(&mut self) -> std::io::Result<()> {
+    async fn flush(&mut self) -> std::io::Result<()> {
         use tokio::io::AsyncWriteExt;
         self.client.stream.flush().await
     }
 
     /// One command and its reply, through [`Session::read_replies`].
-    pub async fn exchange(&mut self, line: &[u8]) -> Result<Response<String>, mail_send::Error> {
-        use tokio::io::AsyncWriteExt;
-        self.client.stream.write_all(line).await?;
-        self.client.stream.flush().await?;
+    pub async fn exchange(&mut self, line: &str) -> Result<Response<String>, mail_send::Error> {
+        self.write_commands(&[line]).await?;
         let mut replies = self.read_replies(1).await?;
         Ok(replies.remove(0))
     }
@@ -602,7 +617,7 @@ impl Session {
     /// DATA, the message (dot-stuffed), and the final reply.
     pub async fn data(&mut self, message: &[u8]) -> Result<SmtpReply, Failure> {
         let go = self
-            .exchange(b"DATA\r\n")
+            .exchange("DATA\r\n")
             .await
             .map_err(|e| self.failure(Stage::Data, e))?;
         let go = to_reply(&go);
@@ -670,12 +685,16 @@ impl Session {
 
     /// Ends a data phase that a pipelined DATA opened when there is nothing to send (the
     /// sender or every recipient was refused, yet the server answered 354): an empty body.
-    pub async fn abandon_data(&mut self) {
-        let _ = self.exchange(b".\r\n").await;
+    /// Says whether the server answered (if not, the connection is not to be reused).
+    pub async fn abandon_data(&mut self) -> bool {
+        self.exchange(".\r\n").await.is_ok()
     }
 
-    pub async fn rset(&mut self) {
-        let _ = self.exchange(b"RSET\r\n").await;
+    /// Says whether the server answered 250 (if not, the connection is not to be reused).
+    pub async fn rset(&mut self) -> bool {
+        self.exchange("RSET\r\n")
+            .await
+            .is_ok_and(|r| (200..300).contains(&r.code))
     }
 
     /// QUIT, politely, without caring about the answer.

@@ -66,12 +66,9 @@ impl Transcript {
         self.previous = Some((std::mem::take(&mut self.lines), self.pending_replies));
     }
 
-    /// The lines of the transaction [`Transcript::split`] ended.
-    pub fn take_previous(&mut self) -> Vec<String> {
-        self.previous
-            .take()
-            .map(|(lines, _)| lines)
-            .unwrap_or_default()
+    /// The lines of the transaction [`Transcript::split`] ended, if it was split.
+    pub fn take_previous(&mut self) -> Option<Vec<String>> {
+        self.previous.take().map(|(lines, _)| lines)
     }
 
     /// Adds a note of cartero's own (`*: STARTTLS handshake …`).
@@ -467,7 +464,7 @@ mod tests {
         t.server_bytes(b"250-queued as 1\r\n250 really\r\n250 ok\r\n250 ok\r\n354 go\r\n");
         t.client_bytes(b"Subject: second secret\r\n\r\ntwo\r\n.\r\n");
         t.server_bytes(b"250 queued as 2\r\n");
-        let first = t.take_previous();
+        let first = t.take_previous().expect("split");
         assert_eq!(
             first[first.len() - 4..],
             [
@@ -492,6 +489,6 @@ mod tests {
                 "S: 250 queued as 2"
             ]
         );
-        assert!(t.take_previous().is_empty(), "taken once");
+        assert!(t.take_previous().is_none(), "taken once");
     }
 }

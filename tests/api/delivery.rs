@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, spawn_app_with};
-use crate::peers::{Smtpd, SmtpdOptions, free_port};
+use crate::peers::{SmtpSink, Smtpd, SmtpdOptions, free_port};
 
 fn plain_server(script: Option<Value>) -> Option<Smtpd> {
     Smtpd::start(SmtpdOptions {
@@ -511,7 +511,7 @@ async fn pipelined_transaction_with_no_valid_recipient_sends_nothing() {
 async fn one_pipelining_connection() -> Option<(Smtpd, TestApp)> {
     let server = plain_server(Some(json!({
         "ehlo": ["250-mx.example", "250-PIPELINING", "250 8BITMIME"],
-        "mail": {"reply": null, "times": 1, "delay": 0.8},
+        "mail": {"reply": null, "times": 1, "delay": 2.0},
         "rcpt:malo@example.com": "550 5.1.1 no such user",
     })))?;
     let app = spawn_app_with(|c| {
@@ -524,6 +524,11 @@ async fn one_pipelining_connection() -> Option<(Smtpd, TestApp)> {
     Some((server, app))
 }
 
+/// Submits one message to each address at once (the order they reach delivery is not known).
+async fn send_all(app: &TestApp, to: &[String]) -> Vec<String> {
+    futures_util::future::join_all(to.iter().map(|a| send(app, simple("system", a)))).await
+}
+
 fn transcript_of(m: &Value) -> Vec<String> {
     m["attempts"][0]["transcript"]
         .as_array()
@@ -531,6 +536,10 @@ fn transcript_of(m: &Value) -> Vec<String> {
         .iter()
         .map(|l| l.as_str().unwrap().to_string())
         .collect()
+}
+
+fn pipelined(lines: &[String]) -> bool {
+    lines[0].contains("sent behind the previous message")
 }
 
 /// Messages waiting for the account's one connection go out pipelined behind the previous
@@ -541,10 +550,8 @@ async fn waiting_messages_are_pipelined_behind_the_previous_body() {
     let Some((server, app)) = one_pipelining_connection().await else {
         return;
     };
-    let mut ids = Vec::new();
-    for n in 0..6 {
-        ids.push(send(&app, simple("system", &format!("cliente{n}@example.com"))).await);
-    }
+    let to: Vec<String> = (0..6).map(|n| format!("cliente{n}@example.com")).collect();
+    let ids = send_all(&app, &to).await;
     let mut behind = 0;
     let mut queued_as = Vec::new();
     for id in &ids {
@@ -561,7 +568,7 @@ async fn waiting_messages_are_pipelined_behind_the_previous_body() {
             "ends with its body's reply: {lines:#?}"
         );
         queued_as.push(last.clone());
-        if lines[0].contains("sent behind the previous message") {
+        if pipelined(&lines) {
             behind += 1;
             assert!(lines[1].starts_with("C: MAIL FROM"), "{lines:#?}");
         }
@@ -573,6 +580,7 @@ async fn waiting_messages_are_pipelined_behind_the_previous_body() {
         6,
         "each transcript has its own final reply: {queued_as:?}"
     );
+    // The first waited 2 s for its MAIL reply: the other five were all in line by then.
     assert_eq!(
         behind, 5,
         "every message that waited for the connection was pipelined"
@@ -586,43 +594,115 @@ async fn waiting_messages_are_pipelined_behind_the_previous_body() {
     assert_eq!(ports.len(), 1, "one connection carried them all: {log:?}");
 }
 
-/// A message pipelined behind another whose only recipient is refused: its DATA is refused,
-/// nothing of it is sent, and the connection goes on to the next message.
+/// A message whose only recipient is refused, among others in line for the one connection:
+/// its pipelined DATA is refused, nothing of it is sent, and the same connection goes on
+/// with the others (in whatever order they came).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_message_pipelined_behind_another_does_not_stop_the_next() {
+async fn a_refused_message_in_the_pipeline_does_not_stop_the_others() {
     let Some((server, app)) = one_pipelining_connection().await else {
         return;
     };
-    let first = send(&app, simple("system", "primero@example.com")).await;
-    let refused = send(&app, simple("system", "malo@example.com")).await;
-    let last = send(&app, simple("system", "ultimo@example.com")).await;
-    wait_status(&app, &first, "sent", 15).await;
-    let m = wait_status(&app, &refused, "failed", 15).await;
-    let lines = transcript_of(&m);
-    assert!(
-        lines.iter().any(|l| l.starts_with("S: 550 5.1.1")),
-        "{lines:#?}"
-    );
-    assert!(
-        !lines.iter().any(|l| l.starts_with("C: <message:")),
-        "{lines:#?}"
-    );
-    assert!(
-        lines[0].contains("sent behind the previous message"),
-        "{lines:#?}"
-    );
-    assert!(lines.contains(&"C: RSET".to_string()), "{lines:#?}");
-    wait_status(&app, &last, "sent", 15).await;
+    let to: Vec<String> = ["primero", "malo", "ultimo"]
+        .iter()
+        .map(|n| format!("{n}@example.com"))
+        .collect();
+    let ids = send_all(&app, &to).await;
+    let mut behind = 0;
+    for (id, address) in ids.iter().zip(&to) {
+        let refused = address.starts_with("malo");
+        let m = wait_status(&app, id, if refused { "failed" } else { "sent" }, 15).await;
+        let lines = transcript_of(&m);
+        if refused {
+            assert!(
+                lines.iter().any(|l| l.starts_with("S: 550 5.1.1")),
+                "{lines:#?}"
+            );
+            assert!(
+                !lines.iter().any(|l| l.starts_with("C: <message:")),
+                "{lines:#?}"
+            );
+            assert!(lines.contains(&"C: RSET".to_string()), "{lines:#?}");
+        }
+        behind += usize::from(pipelined(&lines));
+    }
+    // Whichever came first, at least one of the others was written behind a body.
+    assert!(behind >= 1, "pipelined: {behind}");
     let log = server.wait_for_messages(2, Duration::from_secs(5));
-    let rcpts: Vec<&Value> = log.iter().map(|r| &r["rcpt_tos"]).collect();
+    let mut rcpts: Vec<String> = log.iter().map(|r| r["rcpt_tos"][0].to_string()).collect();
+    rcpts.sort();
     assert_eq!(
         rcpts,
-        [
-            &json!(["primero@example.com"]),
-            &json!(["ultimo@example.com"])
-        ],
+        ["\"primero@example.com\"", "\"ultimo@example.com\""],
         "{log:?}"
     );
+    assert_eq!(
+        log[0]["peer_port"], log[1]["peer_port"],
+        "one connection: {log:?}"
+    );
+}
+
+/// Postfix's smtp-sink answers what arrives together in one write, so the replies to the
+/// commands written behind a body come in the same read as the body's own reply: they are
+/// the next message's, and the connection goes on with it (not one connection per message).
+/// `-w 1` holds each DATA reply a second, so the later messages are in line by then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_read_together_stay_with_their_messages() {
+    let Some(sink) = SmtpSink::start(&["-w", "1"]) else {
+        return;
+    };
+    let app = spawn_app_with(|c| {
+        c.delivery.retry_base = Duration::from_secs(1);
+        c.delivery.poll_interval = Duration::from_millis(200);
+        c.delivery.connections_per_account = 1;
+    })
+    .await;
+    add_account(&app, "Sumidero", sink.port, "system", 0, json!({})).await;
+    let to: Vec<String> = (0..4).map(|n| format!("c{n}@example.com")).collect();
+    let ids = send_all(&app, &to).await;
+    let (mut opened, mut behind) = (0, 0);
+    for id in &ids {
+        let m = wait_status(&app, id, "sent", 30).await;
+        let lines = transcript_of(&m);
+        opened += usize::from(lines[0].starts_with("S: 220"));
+        behind += usize::from(pipelined(&lines));
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| l.starts_with("C: MAIL FROM"))
+                .count(),
+            1,
+            "{lines:#?}"
+        );
+    }
+    assert_eq!(opened, 1, "one connection opened for all");
+    assert!(behind >= 1, "pipelined: {behind}");
+}
+
+/// A 421 says the server is closing the connection (RFC 5321 §3.8), even when it then keeps
+/// it open: the message is retried, and the next one goes over a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_421_the_connection_is_not_used_again() {
+    let Some(server) = plain_server(Some(json!({
+        "ehlo": ["250-mx.example", "250-PIPELINING", "250 8BITMIME"],
+        "mail": {"reply": "421 4.3.2 service shutting down", "times": 1},
+    }))) else {
+        return;
+    };
+    let app = fast_app().await;
+    add_account(&app, "Cierra", server.port, "system", 0, json!({})).await;
+    let first = send(&app, simple("system", "uno@example.com")).await;
+    wait_for(&app, &first, 10, |m| {
+        m["attempts"].as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    let next = send(&app, simple("system", "dos@example.com")).await;
+    let m = wait_status(&app, &next, "sent", 10).await;
+    let lines = transcript_of(&m);
+    assert!(
+        lines[0].starts_with("S: 220"),
+        "a new connection, from its greeting: {lines:#?}"
+    );
+    wait_status(&app, &first, "sent", 15).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
