@@ -726,3 +726,110 @@ async fn end_transaction(session: &mut Session, data_open: bool) -> After {
         After::Retire
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The connection places of one account, without any connection: `Open` grants are what
+    //! a transaction gets before it dials, so these tests only count them.
+    use super::*;
+
+    fn transport(limit: usize) -> Transport {
+        Transport::new(TransportSettings {
+            connections_per_account: limit,
+            timeouts: Timeouts::default(),
+            trust: TlsTrust::system(None).expect("system roots"),
+            helo_name: "localhost".into(),
+            deny_private_destinations: false,
+        })
+    }
+
+    fn envelope() -> Arc<Envelope> {
+        Arc::new(Envelope {
+            from: "a@example.com".into(),
+            rcpts: vec!["b@example.com".into()],
+            size: 10,
+        })
+    }
+
+    /// Whether `f` is still waiting (nothing can wake it in these tests unless a place frees).
+    async fn waits<F: std::future::Future + Unpin>(f: &mut F) -> bool {
+        tokio::time::timeout(Duration::from_millis(20), f)
+            .await
+            .is_err()
+    }
+
+    fn open_count(t: &Transport, key: &str) -> Option<usize> {
+        t.lanes.lock().unwrap().get(key).map(|l| l.open)
+    }
+
+    #[tokio::test]
+    async fn beyond_the_limit_a_transaction_waits_for_a_place_and_gets_it_when_one_frees() {
+        let t = transport(2);
+        let e = envelope();
+        let Some(Grant::Open(first)) = t.acquire("k", &e).await else {
+            panic!("room for a first connection")
+        };
+        let Some(Grant::Open(second)) = t.acquire("k", &e).await else {
+            panic!("room for a second connection")
+        };
+        assert_eq!(open_count(&t, "k"), Some(2));
+        let mut third = Box::pin(t.acquire("k", &e));
+        assert!(waits(&mut third).await, "a third waits");
+        drop(first);
+        let Some(Grant::Open(passed)) = third.await else {
+            panic!("the freed place goes to the one waiting")
+        };
+        assert_eq!(open_count(&t, "k"), Some(2), "passed on, not counted again");
+        drop(second);
+        assert_eq!(open_count(&t, "k"), Some(1));
+        drop(passed);
+        assert_eq!(
+            open_count(&t, "k"),
+            None,
+            "the lane goes with its last connection"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_gave_up_is_skipped() {
+        let t = transport(1);
+        let e = envelope();
+        let Some(Grant::Open(only)) = t.acquire("k", &e).await else {
+            panic!("room for one")
+        };
+        let mut gone = Box::pin(t.acquire("k", &e));
+        assert!(waits(&mut gone).await);
+        let mut next = Box::pin(t.acquire("k", &e));
+        assert!(waits(&mut next).await);
+        drop(gone);
+        drop(only);
+        assert!(matches!(next.await, Some(Grant::Open(_))));
+        // `next`'s grant dropped with it: nothing is open.
+        assert_eq!(open_count(&t, "k"), None);
+    }
+
+    #[tokio::test]
+    async fn clearing_the_transport_ends_the_wait() {
+        let t = transport(1);
+        let e = envelope();
+        let Some(Grant::Open(only)) = t.acquire("k", &e).await else {
+            panic!("room for one")
+        };
+        let mut waiting = Box::pin(t.acquire("k", &e));
+        assert!(waits(&mut waiting).await);
+        t.clear();
+        assert!(waiting.await.is_none(), "no connection after shutdown");
+        drop(only);
+        assert_eq!(open_count(&t, "k"), None);
+    }
+
+    #[tokio::test]
+    async fn accounts_do_not_share_places() {
+        let t = transport(1);
+        let e = envelope();
+        let a = t.acquire("a", &e).await;
+        let b = t.acquire("b", &e).await;
+        assert!(matches!(a, Some(Grant::Open(_))));
+        assert!(matches!(b, Some(Grant::Open(_))));
+    }
+}
