@@ -758,6 +758,14 @@ mod tests {
             .is_err()
     }
 
+    /// The place of a first connection to `key`.
+    async fn first_place(t: &Transport, key: &str, e: &Arc<Envelope>) -> Slot {
+        match t.acquire(key, e).await {
+            Some(Grant::Open(slot)) => slot,
+            _ => panic!("room for a first connection"),
+        }
+    }
+
     fn open_count(t: &Transport, key: &str) -> Option<usize> {
         t.lanes.lock().unwrap().get(key).map(|l| l.open)
     }
@@ -766,9 +774,7 @@ mod tests {
     async fn beyond_the_limit_a_transaction_waits_for_a_place_and_gets_it_when_one_frees() {
         let t = transport(2);
         let e = envelope();
-        let Some(Grant::Open(first)) = t.acquire("k", &e).await else {
-            panic!("room for a first connection")
-        };
+        let first = first_place(&t, "k", &e).await;
         let Some(Grant::Open(second)) = t.acquire("k", &e).await else {
             panic!("room for a second connection")
         };
@@ -794,9 +800,7 @@ mod tests {
     async fn a_waiter_that_gave_up_is_skipped() {
         let t = transport(1);
         let e = envelope();
-        let Some(Grant::Open(only)) = t.acquire("k", &e).await else {
-            panic!("room for one")
-        };
+        let only = first_place(&t, "k", &e).await;
         let mut gone = Box::pin(t.acquire("k", &e));
         assert!(waits(&mut gone).await);
         let mut next = Box::pin(t.acquire("k", &e));
@@ -812,9 +816,7 @@ mod tests {
     async fn clearing_the_transport_ends_the_wait() {
         let t = transport(1);
         let e = envelope();
-        let Some(Grant::Open(only)) = t.acquire("k", &e).await else {
-            panic!("room for one")
-        };
+        let only = first_place(&t, "k", &e).await;
         let mut waiting = Box::pin(t.acquire("k", &e));
         assert!(waits(&mut waiting).await);
         t.clear();

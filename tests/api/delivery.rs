@@ -514,14 +514,20 @@ async fn one_pipelining_connection() -> Option<(Smtpd, TestApp)> {
         "mail": {"reply": null, "times": 1, "delay": 2.0},
         "rcpt:malo@example.com": "550 5.1.1 no such user",
     })))?;
+    let app = one_connection_app(server.port).await;
+    Some((server, app))
+}
+
+/// An app whose one account may open one connection, to the server at `port`.
+async fn one_connection_app(port: u16) -> TestApp {
     let app = spawn_app_with(|c| {
         c.delivery.retry_base = Duration::from_secs(1);
         c.delivery.poll_interval = Duration::from_millis(200);
         c.delivery.connections_per_account = 1;
     })
     .await;
-    add_account(&app, "Una conexión", server.port, "system", 0, json!({})).await;
-    Some((server, app))
+    add_account(&app, "Una conexión", port, "system", 0, json!({})).await;
+    app
 }
 
 /// Submits one message to each address at once (the order they reach delivery is not known).
@@ -650,13 +656,7 @@ async fn replies_read_together_stay_with_their_messages() {
     let Some(sink) = SmtpSink::start(&["-w", "1"]) else {
         return;
     };
-    let app = spawn_app_with(|c| {
-        c.delivery.retry_base = Duration::from_secs(1);
-        c.delivery.poll_interval = Duration::from_millis(200);
-        c.delivery.connections_per_account = 1;
-    })
-    .await;
-    add_account(&app, "Sumidero", sink.port, "system", 0, json!({})).await;
+    let app = one_connection_app(sink.port).await;
     let to: Vec<String> = (0..4).map(|n| format!("c{n}@example.com")).collect();
     let ids = send_all(&app, &to).await;
     let (mut opened, mut behind) = (0, 0);
