@@ -416,8 +416,6 @@ fn enqueue(conn: &Connection, batch: &[NewMessage], at: &str) -> Result<Vec<Enqu
         "INSERT INTO message_recipients (message_id, position, address, kind, status) \
          VALUES (?1, ?2, ?3, ?4, 'pending')",
     )?;
-    let mut event =
-        conn.prepare_cached("INSERT INTO events (message_id, kind, at) VALUES (?1, 'queued', ?2)")?;
     let mut out = Vec::with_capacity(batch.len());
     for m in batch {
         if let Some(key) = &m.idempotency_key {
@@ -453,7 +451,6 @@ fn enqueue(conn: &Connection, batch: &[NewMessage], at: &str) -> Result<Vec<Enqu
         for (position, (address, kind)) in m.recipients.iter().enumerate() {
             recipient.execute(params![m.id, position as i64, address, kind.as_str()])?;
         }
-        event.execute(params![m.id, at])?;
         out.push(Enqueued::New);
     }
     Ok(out)

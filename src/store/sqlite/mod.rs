@@ -721,11 +721,16 @@ impl Store for SqliteStore {
     }
 
     async fn message_events(&self, id: &str) -> Result<Vec<EventRow>, StoreError> {
-        let rows =
-            sqlx::query("SELECT kind, detail, at FROM events WHERE message_id = ? ORDER BY id")
-                .bind(id)
-                .fetch_all(&self.pool)
-                .await?;
+        // The first event, `queued`, is the message's creation (not stored as a row).
+        let rows = sqlx::query(concat!(
+            "SELECT 'queued' AS kind, NULL AS detail, created_at AS at, 0 AS seq ",
+            "FROM messages WHERE id = ?1 ",
+            "UNION ALL SELECT kind, detail, at, id AS seq FROM events WHERE message_id = ?1 ",
+            "ORDER BY seq"
+        ))
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 Ok(EventRow {
@@ -1183,5 +1188,25 @@ mod migration_tests {
             .unwrap();
         assert!(!messages.contains("WITHOUT ROWID"));
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM events"), 4);
+    }
+
+    /// After the rebuild: the stored `queued` rows go (the list of events derives them from
+    /// `created_at`), every other event stays.
+    #[test]
+    fn the_stored_queued_events_go_and_the_others_stay() {
+        let (_dir, conn) = before_rebuild();
+        conn.execute_batch(&migrations().1).unwrap();
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite");
+        let sql = std::fs::read_to_string(format!("{dir}/20261201000003_queued_is_created_at.sql"))
+            .unwrap();
+        conn.execute_batch(&sql).unwrap();
+        assert_eq!(
+            count(&conn, "SELECT COUNT(*) FROM events WHERE kind = 'queued'"),
+            0
+        );
+        assert_eq!(
+            count(&conn, "SELECT COUNT(*) FROM events WHERE kind = 'sent'"),
+            1
+        );
     }
 }
