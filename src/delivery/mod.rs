@@ -42,7 +42,8 @@ pub struct DeliverySettings {
     pub max_lifetime: Duration,
     /// How long a claim lasts before another dispatcher may take the message.
     pub lease: Duration,
-    /// Connections open at once per account (the transport keeps to it).
+    /// Connections open at once per account (the transport keeps to it; four times as many
+    /// composed messages may be on their way to it).
     pub connections_per_account: usize,
     /// Messages being delivered at once.
     pub max_in_flight: usize,
@@ -109,6 +110,8 @@ pub struct Dispatcher {
     transport: Transport,
     routes: RwLock<Arc<Routes>>,
     windows: Mutex<HashMap<String, SendWindow>>,
+    /// Per account key: composed messages in the transport, sent or waiting (see `deliver`).
+    lined_up: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Accounts paused during this run, before the routing table catches up.
     paused: Mutex<HashMap<String, i64>>,
     wake: Arc<Notify>,
@@ -192,6 +195,7 @@ impl Dispatcher {
             transport: Transport::new(transport),
             routes: RwLock::new(Arc::new(Routes::stale())),
             windows: Mutex::new(HashMap::new()),
+            lined_up: Mutex::new(HashMap::new()),
             paused: Mutex::new(HashMap::new()),
             wake,
             handoff_tx,
@@ -439,6 +443,20 @@ impl Dispatcher {
         Ok(out)
     }
 
+    /// The account's places for composed messages on their way to the transport.
+    fn lined_up(&self, key: &str) -> Arc<Semaphore> {
+        self.lined_up
+            .lock()
+            .expect("not poisoned")
+            .entry(key.to_string())
+            .or_insert_with(|| {
+                Arc::new(Semaphore::new(
+                    4 * self.settings.connections_per_account.max(1),
+                ))
+            })
+            .clone()
+    }
+
     /// Reserves a send in the account's limit window, or says when it frees.
     async fn reserve(&self, c: &Candidate, now: i64) -> Result<(), i64> {
         let Some(id) = &c.id else { return Ok(()) };
@@ -588,6 +606,13 @@ impl Dispatcher {
                         }
                         continue;
                     }
+                    // Composed messages waiting for a connection are held in memory: at most
+                    // four per connection (one being sent, the rest lined up, so that there is
+                    // one to pipeline behind each body; with two, a 20 ms round trip measured
+                    // 158 msgs/s on 4 connections instead of 175).
+                    let lined_up = self.lined_up(&candidate.key);
+                    let _lined_up = lined_up.acquire().await.expect("never closed");
+
                     let (envelope_from, _) = compose::sender_of(&candidate.spec);
                     let header_id = message
                         .message_id_header
