@@ -171,22 +171,6 @@ impl Transcript {
 
     fn server_line(&mut self, line: String) {
         let last_of_reply = line.as_bytes().get(3) != Some(&b'-');
-        if let Some((lines, due)) = &mut self.previous
-            && *due > 0
-        {
-            // A reply to the transaction before the split (its body's): nothing here changes
-            // the state of the commands that follow it.
-            if last_of_reply {
-                *due -= 1;
-                self.pending_replies = self.pending_replies.saturating_sub(1);
-                self.last_reply = vec![line.clone()];
-                if let Some(n) = self.data_reply_after {
-                    self.data_reply_after = Some(n.saturating_sub(1));
-                }
-            }
-            push_line(lines, format!("S: {line}"));
-            return;
-        }
         self.reply_in_progress.push(line.clone());
         if last_of_reply {
             self.last_reply = std::mem::take(&mut self.reply_in_progress);
@@ -203,6 +187,16 @@ impl Transcript {
                 Some(n) => self.data_reply_after = Some(n - 1),
                 None => {}
             }
+        }
+        // A reply still due to the transaction before a split goes to its lines.
+        if let Some((lines, due)) = &mut self.previous
+            && *due > 0
+        {
+            if last_of_reply {
+                *due -= 1;
+            }
+            push_line(lines, format!("S: {line}"));
+            return;
         }
         self.push(format!("S: {line}"));
     }
