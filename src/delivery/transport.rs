@@ -120,6 +120,16 @@ struct Lane {
     waiters: VecDeque<Waiter>,
 }
 
+impl Lane {
+    /// The first transaction still waiting (those that gave up leave the line here).
+    fn first_waiting(&mut self) -> Option<&Waiter> {
+        while self.waiters.front().is_some_and(|w| w.tx.is_closed()) {
+            self.waiters.pop_front();
+        }
+        self.waiters.front()
+    }
+}
+
 /// Leave to keep one connection open to an account; dropping it frees the place for the
 /// first one waiting (as leave to open a new connection), or else lowers the count.
 struct Slot {
@@ -134,20 +144,16 @@ impl Drop for Slot {
             let Some(lane) = lanes.get_mut(&self.key) else {
                 return;
             };
-            loop {
-                match lane.waiters.pop_front() {
-                    Some(w) if w.tx.is_closed() => continue,
-                    Some(w) => break Some(w),
-                    None => {
-                        lane.open = lane.open.saturating_sub(1);
-                        if lane.open == 0 {
-                            // Nothing left of this account's connections (or of a key an
-                            // account change left behind).
-                            lanes.remove(&self.key);
-                        }
-                        break None;
-                    }
+            if lane.first_waiting().is_some() {
+                lane.waiters.pop_front()
+            } else {
+                lane.open = lane.open.saturating_sub(1);
+                if lane.open == 0 {
+                    // Nothing left of this account's connections (or of a key an account
+                    // change left behind).
+                    lanes.remove(&self.key);
                 }
+                None
             }
         };
         if let Some(w) = next {
@@ -309,10 +315,7 @@ impl Transport {
         }
         let mut lanes = self.lanes.lock().expect("not poisoned");
         let lane = lanes.get_mut(key)?;
-        while lane.waiters.front().is_some_and(|w| w.tx.is_closed()) {
-            lane.waiters.pop_front();
-        }
-        if !lane.waiters.front()?.envelope.fits(caps) {
+        if !lane.first_waiting()?.envelope.fits(caps) {
             // Too large for this server: it gets the connection after this transaction and
             // its own refusal without a word sent.
             return None;
@@ -457,16 +460,7 @@ impl Transport {
                             ..TxReport::default()
                         };
                     }
-                    Ok((session, caps)) => (
-                        Idle {
-                            session,
-                            caps,
-                            since: Instant::now(),
-                            slot,
-                        },
-                        false,
-                        true,
-                    ),
+                    Ok((session, caps)) => (Idle::new(session, caps, slot), false, true),
                 },
             };
             let (mut report, stale) = self
@@ -680,10 +674,7 @@ impl Transport {
             Some(_) if data_open => {
                 behind = self.next_waiting(key, caps);
                 let next = behind.as_ref().map(|w| w.envelope.commands(caps));
-                match session.send_body(message, next.as_deref()).await {
-                    Ok(()) => session.body_reply().await,
-                    Err(f) => Err(f),
-                }
+                session.body(message, next.as_deref()).await
             }
             Some(reply) => Err(Failure::Reply {
                 stage: Stage::Data,

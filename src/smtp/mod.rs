@@ -627,26 +627,19 @@ impl Session {
                 reply: go,
             });
         }
-        self.body(message).await
+        self.body(message, None).await
     }
 
-    /// The message once a DATA pipelined behind MAIL and RCPT was answered 354 (RFC 2920
-    /// §3.1): the body, its final dot, and the server's reply to them.
-    pub async fn body(&mut self, message: &[u8]) -> Result<SmtpReply, Failure> {
-        self.send_body(message, None).await?;
-        self.body_reply().await
-    }
-
-    /// Writes the message body and its final dot and, when `behind` is given, the next
-    /// transaction's commands after them in the same write (RFC 2920 §3.1 lets a message's
-    /// content begin a pipelined group). The transcript then gives the replies still due to
-    /// this transaction to [`Transcript::take_previous`]. The body's reply is read by
-    /// [`Session::body_reply`].
-    pub async fn send_body(
+    /// The message once DATA was answered 354: the body, its final dot, and the server's reply
+    /// to them. When `behind` is given, the next transaction's commands go right after the dot
+    /// in the same write (RFC 2920 §3.1 lets a message's content begin a pipelined group), and
+    /// the transcript gives the replies still due to this transaction to
+    /// [`Transcript::take_previous`].
+    pub async fn body(
         &mut self,
         message: &[u8],
         behind: Option<&[String]>,
-    ) -> Result<(), Failure> {
+    ) -> Result<SmtpReply, Failure> {
         let written = tokio::time::timeout(self.reply_timeout, async {
             self.queue_body(message).await?;
             if let Some(commands) = behind {
@@ -662,14 +655,10 @@ impl Session {
         })
         .await;
         match written {
-            Err(_) => Err(self.failure(Stage::Data, mail_send::Error::Timeout)),
-            Ok(Err(e)) => Err(self.failure(Stage::Data, e.into())),
-            Ok(Ok(())) => Ok(()),
+            Err(_) => return Err(self.failure(Stage::Data, mail_send::Error::Timeout)),
+            Ok(Err(e)) => return Err(self.failure(Stage::Data, e.into())),
+            Ok(Ok(())) => {}
         }
-    }
-
-    /// The reply to a message body already written (and flushed).
-    pub async fn body_reply(&mut self) -> Result<SmtpReply, Failure> {
         let reply = match self.read_replies(1).await {
             Err(e) => return Err(self.failure(Stage::Data, e)),
             Ok(mut r) => to_reply(&r.remove(0)),
