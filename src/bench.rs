@@ -55,6 +55,10 @@ pub struct CarteroRound {
     /// than rates on a shared machine.
     #[serde(default)]
     pub cpu_us_per_message: f64,
+    /// CPU time of the load generator (this process: the HTTP clients, and the relay with
+    /// `--rtt-ms`) per message during the same round, on the same two cores.
+    #[serde(default)]
+    pub client_cpu_us_per_message: f64,
     pub single_message_ms: f64,
     pub fixed_rate: Option<FixedRate>,
 }
@@ -387,10 +391,19 @@ fn postfix_round(opts: &BenchOptions) -> anyhow::Result<f64> {
     Ok(opts.messages as f64 / (done - t0).as_secs_f64())
 }
 
+/// User + system CPU seconds process `pid` (or `self`) has used so far (`/proc/PID/stat`).
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3 (state).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / clock_ticks_per_second())
+}
+
 /// A running `cartero serve` on a fresh data directory with one account → the sink.
 struct Server {
     child: Child,
-    base: String,
+    port: u16,
     token: String,
 }
 
@@ -401,12 +414,7 @@ impl Server {
 
     /// User + system CPU seconds the server has used so far (`/proc/PID/stat`).
     fn cpu_seconds(&self) -> Option<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
-        // Fields after the command name (which may hold spaces) start at field 3 (state).
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let ticks: f64 =
-            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-        Some(ticks / clock_ticks_per_second())
+        cpu_seconds(&self.pid().to_string())
     }
 
     fn proc_field(&self, file: &str, field: &str) -> Option<f64> {
@@ -507,16 +515,14 @@ async fn start_server(opts: &BenchOptions, destination: u16, dir: &Path) -> anyh
         .stderr(Stdio::inherit())
         .spawn()
         .context("starting cartero serve")?;
-    let server = Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        token,
-    };
-    let client = reqwest::Client::new();
+    let server = Server { child, port, token };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(r) = client.get(format!("{}/healthz", server.base)).send().await
-            && r.status().is_success()
+        if let Ok(mut poster) = Poster::connect(server.port, &server.token).await
+            && let Ok((status, _)) = poster
+                .send(http::Method::GET, "/healthz", String::new())
+                .await
+            && status.is_success()
         {
             return Ok(server);
         }
@@ -545,32 +551,74 @@ fn text_json(size: usize) -> String {
     serde_json::to_string(&text).expect("a string serialises")
 }
 
-/// One `POST /v1/messages`; its latency in ms, or why it was not a 202.
-async fn post_message(
-    client: &reqwest::Client,
-    url: &str,
-    token: &str,
-    body: String,
-) -> anyhow::Result<f64> {
-    let t = Instant::now();
-    let r = client
-        .post(url)
-        .bearer_auth(token)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .send()
-        .await?;
-    if r.status() != reqwest::StatusCode::ACCEPTED {
-        bail!(
-            "submission answered {}: {}",
-            r.status(),
-            r.text().await.unwrap_or_default()
-        );
-    }
-    Ok(t.elapsed().as_secs_f64() * 1000.0)
+/// One keep-alive HTTP/1.1 connection of the load generator: hyper's client connection, with
+/// no pool or middleware in front of it.
+///
+/// The load generator shares the two cores with the server it measures, as `smtp-source` does
+/// in the other pipelines, so it stays as lean as it can (its CPU per message is in the JSON).
+struct Poster {
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    host: http::HeaderValue,
+    auth: http::HeaderValue,
 }
 
-/// Submits `n` messages with `concurrency` in flight; returns (latencies ms, first, last).
+impl Poster {
+    async fn connect(port: u16, token: &str) -> anyhow::Result<Poster> {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .context("connecting to cartero serve")?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "bench connection closed");
+            }
+        });
+        Ok(Poster {
+            sender,
+            host: http::HeaderValue::from_str(&format!("127.0.0.1:{port}"))?,
+            auth: http::HeaderValue::from_str(&format!("Bearer {token}"))?,
+        })
+    }
+
+    /// One request with the token; the status and the whole answer.
+    async fn send(
+        &mut self,
+        method: http::Method,
+        path: &str,
+        body: String,
+    ) -> anyhow::Result<(http::StatusCode, bytes::Bytes)> {
+        use http_body_util::BodyExt;
+        self.sender.ready().await?;
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, self.host.clone())
+            .header(http::header::AUTHORIZATION, self.auth.clone())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
+        let response = self.sender.send_request(request).await?;
+        let status = response.status();
+        Ok((status, response.into_body().collect().await?.to_bytes()))
+    }
+
+    /// One `POST /v1/messages`; its latency in ms, or why it was not a 202.
+    async fn post(&mut self, body: String) -> anyhow::Result<f64> {
+        let t = Instant::now();
+        let (status, answer) = self.send(http::Method::POST, "/v1/messages", body).await?;
+        if status != http::StatusCode::ACCEPTED {
+            bail!(
+                "submission answered {status}: {}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+        Ok(t.elapsed().as_secs_f64() * 1000.0)
+    }
+}
+
+/// Submits `n` messages with `concurrency` in flight, each on a keep-alive connection of its
+/// own; returns (latencies ms, first, last).
 async fn submit(
     server: &Server,
     n: usize,
@@ -578,19 +626,17 @@ async fn submit(
     size: usize,
     offset: usize,
 ) -> anyhow::Result<(Vec<f64>, Instant, Instant)> {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .build()?;
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let text = std::sync::Arc::new(text_json(size));
+    let mut posters = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        posters.push(Poster::connect(server.port, &server.token).await?);
+    }
     let t0 = Instant::now();
     let mut workers = Vec::new();
-    for _ in 0..concurrency {
-        let client = client.clone();
+    for mut poster in posters {
         let next = next.clone();
         let text = text.clone();
-        let url = format!("{}/v1/messages", server.base);
-        let token = server.token.clone();
         workers.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             loop {
@@ -598,7 +644,7 @@ async fn submit(
                 if i >= n {
                     break;
                 }
-                lat.push(post_message(&client, &url, &token, body(&text, offset + i)).await?);
+                lat.push(poster.post(body(&text, offset + i)).await?);
             }
             anyhow::Ok(lat)
         }));
@@ -620,11 +666,13 @@ async fn cartero_round(opts: &BenchOptions, prefill: usize) -> anyhow::Result<Ca
     let server = start_server(opts, port, dir.path()).await?;
     let io_before = server.proc_field("io", "write_bytes").unwrap_or(0.0);
     let cpu_before = server.cpu_seconds().unwrap_or(0.0);
+    let client_before = cpu_seconds("self").unwrap_or(0.0);
     let (mut lat, t0, last) =
         submit(&server, opts.messages, opts.concurrency, opts.size, 0).await?;
     let done = sink.wait_for(opts.messages, Duration::from_secs(1800))?;
     let io_after = server.proc_field("io", "write_bytes").unwrap_or(0.0);
     let cpu_after = server.cpu_seconds().unwrap_or(0.0);
+    let client_after = cpu_seconds("self").unwrap_or(0.0);
     lat.sort_by(|a, b| a.total_cmp(b));
     let mut round = CarteroRound {
         accepted_per_s: opts.messages as f64 / (last - t0).as_secs_f64(),
@@ -633,23 +681,18 @@ async fn cartero_round(opts: &BenchOptions, prefill: usize) -> anyhow::Result<Ca
         end_to_end_per_s: opts.messages as f64 / (done - t0).as_secs_f64(),
         disk_bytes_per_message: (io_after - io_before) / opts.messages as f64,
         cpu_us_per_message: (cpu_after - cpu_before) * 1e6 / opts.messages as f64,
+        client_cpu_us_per_message: (client_after - client_before) * 1e6 / opts.messages as f64,
         ..CarteroRound::default()
     };
 
     // One message on an idle server: from the 202 to the sink's count.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let client = reqwest::Client::new();
+    let mut poster = Poster::connect(server.port, &server.token).await?;
     let mut singles = Vec::new();
     let text = text_json(opts.size);
     for i in 0..11 {
         let before = sink.count();
-        post_message(
-            &client,
-            &format!("{}/v1/messages", server.base),
-            &server.token,
-            body(&text, 10_000_000 + i),
-        )
-        .await?;
+        poster.post(body(&text, 10_000_000 + i)).await?;
         let accepted = Instant::now();
         let deadline = Instant::now() + Duration::from_secs(10);
         while sink.count() <= before && Instant::now() < deadline {
@@ -672,21 +715,28 @@ async fn cartero_round(opts: &BenchOptions, prefill: usize) -> anyhow::Result<Ca
 async fn fixed_rate(server: &Server, opts: &BenchOptions) -> anyhow::Result<FixedRate> {
     let seconds = if opts.messages <= 1000 { 1 } else { 5 };
     let total = opts.rate * seconds;
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(256)
-        .build()?;
+    // Idle keep-alive connections; a submission finding none opens another (open loop).
+    let idle = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Poster>::new()));
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / opts.rate as f64));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut tasks = Vec::with_capacity(total);
     let text = text_json(opts.size);
     for i in 0..total {
         ticker.tick().await;
-        let client = client.clone();
-        let url = format!("{}/v1/messages", server.base);
-        let token = server.token.clone();
         let b = body(&text, 20_000_000 + i);
+        let idle = idle.clone();
+        let (port, token) = (server.port, server.token.clone());
         tasks.push(tokio::spawn(async move {
-            post_message(&client, &url, &token, b).await
+            // From the tick: a submission that needs a new connection waits for it too.
+            let t = Instant::now();
+            let taken = idle.lock().expect("not poisoned").pop();
+            let mut poster = match taken {
+                Some(p) => p,
+                None => Poster::connect(port, &token).await?,
+            };
+            poster.post(b).await?;
+            idle.lock().expect("not poisoned").push(poster);
+            anyhow::Ok(t.elapsed().as_secs_f64() * 1000.0)
         }));
     }
     let mut lat = Vec::with_capacity(total);
@@ -810,6 +860,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Summary> {
             peak_rss_mb: m(&|r| r.cartero.peak_rss_mb),
             disk_bytes_per_message: m(&|r| r.cartero.disk_bytes_per_message),
             cpu_us_per_message: m(&|r| r.cartero.cpu_us_per_message),
+            client_cpu_us_per_message: m(&|r| r.cartero.client_cpu_us_per_message),
             single_message_ms: m(&|r| r.cartero.single_message_ms),
             fixed_rate: (opts.rate > 0).then(|| FixedRate {
                 rate_per_s: opts.rate,
@@ -912,6 +963,10 @@ pub fn table(s: &Summary) -> String {
     out.push_str(&format!(
         "| server CPU per message (user + system) | {:.0} µs | | |\n",
         c.cpu_us_per_message
+    ));
+    out.push_str(&format!(
+        "| load generator CPU per message (HTTP client) | {:.0} µs | | |\n",
+        c.client_cpu_us_per_message
     ));
     out.push_str(&format!(
         "| one message, idle server: 202 → delivered | {:.1} ms | | |\n",
