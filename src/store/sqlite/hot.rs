@@ -25,7 +25,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
-use super::{recipients_from_json, recipients_of_messages, ts};
+use super::{next_seq, recipients_from_json, recipients_of_messages, ts};
 use crate::domain::message::MessageStatus;
 use crate::store::{
     ClaimedContent, ClaimedMessage, DeliveryUpdate, Enqueued, NewMessage, StoreError,
@@ -509,14 +509,17 @@ fn record(conn: &Connection, updates: &[DeliveryUpdate], at: &str) -> Result<(),
         "UPDATE message_recipients SET status = ?3, reply = ?4 \
          WHERE message_id = ?1 AND position = ?2",
     )?;
-    let mut attempt = conn.prepare_cached(
-        "INSERT INTO attempts (message_id, account_id, account_name, started_at, duration_ms, \
-           outcome, reply, diagnosis_code, note, transcript) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?;
-    let mut event = conn.prepare_cached(
-        "INSERT INTO events (message_id, kind, detail, at) VALUES (?1, ?2, ?3, ?4)",
-    )?;
+    let mut attempt = conn.prepare_cached(concat!(
+        "INSERT INTO attempts (message_id, seq, account_id, account_name, started_at, \
+               duration_ms, outcome, reply, diagnosis_code, note, transcript) VALUES (?1, ",
+        next_seq!("attempts"),
+        ", ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+    ))?;
+    let mut event = conn.prepare_cached(concat!(
+        "INSERT INTO events (message_id, seq, kind, detail, at) VALUES (?1, ",
+        next_seq!("events"),
+        ", ?2, ?3, ?4)"
+    ))?;
     let mut send = conn.prepare_cached(
         "INSERT INTO account_sends (account_id, minute, count) VALUES (?1, ?2, ?3) \
          ON CONFLICT (account_id, minute) DO UPDATE SET count = count + excluded.count",

@@ -698,7 +698,7 @@ impl Store for SqliteStore {
     }
 
     async fn message_attempts(&self, id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM attempts WHERE message_id = ? ORDER BY id")
+        let rows = sqlx::query("SELECT * FROM attempts WHERE message_id = ? ORDER BY seq")
             .bind(id)
             .fetch_all(&self.pool)
             .await?;
@@ -725,7 +725,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query(concat!(
             "SELECT 'queued' AS kind, NULL AS detail, created_at AS at, 0 AS seq ",
             "FROM messages WHERE id = ?1 ",
-            "UNION ALL SELECT kind, detail, at, id AS seq FROM events WHERE message_id = ?1 ",
+            "UNION ALL SELECT kind, detail, at, seq FROM events WHERE message_id = ?1 ",
             "ORDER BY seq"
         ))
         .bind(id)
@@ -965,12 +965,16 @@ async fn add_event(
     id: &str,
     kind: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO events (message_id, kind, at) VALUES (?, ?, ?)")
-        .bind(id)
-        .bind(kind)
-        .bind(ts(OffsetDateTime::now_utc()))
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(concat!(
+        "INSERT INTO events (message_id, seq, kind, at) VALUES (?1, ",
+        next_seq!("events"),
+        ", ?2, ?3)"
+    ))
+    .bind(id)
+    .bind(kind)
+    .bind(ts(OffsetDateTime::now_utc()))
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -985,6 +989,19 @@ macro_rules! recipients_of_messages {
     };
 }
 use recipients_of_messages;
+
+/// The next `seq` of a message's rows in `attempts` or `events` (keyed by `(message_id, seq)`),
+/// for an insert whose message id is `?1`: one step down the primary key's B-tree.
+macro_rules! next_seq {
+    ($table:literal) => {
+        concat!(
+            "(SELECT COALESCE(MAX(seq), 0) + 1 FROM ",
+            $table,
+            " WHERE message_id = ?1)"
+        )
+    };
+}
+use next_seq;
 
 /// Recipients as [`recipients_of_messages`] returns them.
 fn recipients_from_json(text: &str) -> Result<Vec<RecipientRow>, StoreError> {
@@ -1076,18 +1093,22 @@ mod migration_tests {
 
     const REBUILD: &str = "20261201000002_fewer_btrees.sql";
 
+    const BY_MESSAGE: &str = "20261201000004_attempts_events_by_message.sql";
+
     /// The migration files in order; those before `REBUILD` and `REBUILD` itself.
     fn migrations() -> (Vec<String>, String) {
+        migrations_up_to(REBUILD)
+    }
+
+    /// The migration files in order; those before `name` and `name` itself.
+    fn migrations_up_to(name: &str) -> (Vec<String>, String) {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite");
         let mut names: Vec<_> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         names.sort();
-        let at = names
-            .iter()
-            .position(|n| n == REBUILD)
-            .expect("the rebuild migration");
+        let at = names.iter().position(|n| n == name).expect("the migration");
         let read = |n: &String| std::fs::read_to_string(format!("{dir}/{n}")).unwrap();
         (names[..at].iter().map(read).collect(), read(&names[at]))
     }
@@ -1208,5 +1229,97 @@ mod migration_tests {
             count(&conn, "SELECT COUNT(*) FROM events WHERE kind = 'sent'"),
             1
         );
+    }
+
+    /// Attempts and events keyed by message: every row stays, numbered within its message in
+    /// the order it was written, and still goes with its message.
+    #[test]
+    fn attempts_and_events_keep_their_order_within_each_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("cartero.db")).unwrap();
+        conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+        let (before, by_message) = migrations_up_to(BY_MESSAGE);
+        for sql in before {
+            conn.execute_batch(&sql).unwrap();
+        }
+        // Rows of two messages, interleaved, as deliveries write them.
+        conn.execute_batch(
+            "INSERT INTO projects (id, created_at) VALUES ('p', 't');
+             INSERT INTO messages (id, project_id, message_type, status, size_bytes,
+                 next_attempt_at, expires_at, created_at, updated_at)
+             VALUES ('m1', 'p', 'system', 'sent', 10, 1, 2, 't', 't'),
+                    ('m2', 'p', 'system', 'failed', 20, 1, 2, 't', 't');
+             INSERT INTO attempts (message_id, started_at, duration_ms, outcome, transcript)
+             VALUES ('m1', 't1', 5, 'deferred', '[]'), ('m2', 't2', 5, 'deferred', '[]'),
+                    ('m1', 't3', 5, 'sent', '[]'), ('m2', 't4', 5, 'failed', '[]');
+             INSERT INTO events (message_id, kind, at)
+             VALUES ('m1', 'deferred', 'a'), ('m2', 'deferred', 'b'), ('m2', 'retried', 'c'),
+                    ('m1', 'sent', 'd'), ('m2', 'failed', 'e');",
+        )
+        .unwrap();
+        conn.execute_batch(&by_message).unwrap();
+
+        let schema = |t: &str| -> String {
+            conn.query_row("SELECT sql FROM sqlite_master WHERE name = ?1", [t], |r| {
+                r.get(0)
+            })
+            .unwrap()
+        };
+        assert!(schema("attempts").contains("WITHOUT ROWID"));
+        assert!(schema("events").contains("WITHOUT ROWID"));
+        assert_eq!(
+            count(
+                &conn,
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND tbl_name IN ('attempts', 'events') AND sql IS NOT NULL"
+            ),
+            0,
+            "no index beside the primary keys"
+        );
+        let rows = |sql: &str| -> Vec<String> {
+            let mut stmt = conn.prepare(sql).unwrap();
+            stmt.query_map([], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        assert_eq!(
+            rows("SELECT message_id || seq || started_at FROM attempts ORDER BY message_id, seq"),
+            ["m11t1", "m12t3", "m21t2", "m22t4"]
+        );
+        assert_eq!(
+            rows("SELECT message_id || seq || kind FROM events ORDER BY message_id, seq"),
+            [
+                "m11deferred",
+                "m12sent",
+                "m21deferred",
+                "m22retried",
+                "m23failed"
+            ]
+        );
+        assert_eq!(count(&conn, "PRAGMA foreign_keys"), 1);
+        // The next row of a message follows its last one.
+        conn.execute(
+            concat!(
+                "INSERT INTO events (message_id, seq, kind, at) VALUES (?1, ",
+                super::next_seq!("events"),
+                ", 'cancelled', 'f')"
+            ),
+            ["m1"],
+        )
+        .unwrap();
+        assert_eq!(
+            count(&conn, "SELECT seq FROM events WHERE kind = 'cancelled'"),
+            3
+        );
+        // The rows still belong to their message.
+        conn.execute("DELETE FROM messages WHERE id = 'm2'", [])
+            .unwrap();
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM attempts"), 2);
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM events"), 3);
+        let dangling = conn.execute(
+            "INSERT INTO events (message_id, seq, kind, at) VALUES ('nope', 1, 'sent', 't')",
+            [],
+        );
+        assert!(dangling.is_err(), "foreign keys are enforced again");
     }
 }
