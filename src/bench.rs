@@ -796,7 +796,7 @@ async fn prefill_queue(dir: &Path, n: usize) -> anyhow::Result<()> {
             })
             .collect();
         let len = batch.len();
-        store.enqueue(batch).await?;
+        store.enqueue(batch, None).await?;
         done += len;
         bar.set_position(done as u64);
     }

@@ -14,7 +14,9 @@ use super::{Handed, Handoff};
 use crate::domain::i18n::Locale;
 use crate::domain::message::{Body, Content, MessageInput, MessageStatus};
 use crate::domain::validation::FieldError;
-use crate::store::{ClaimedContent, ClaimedMessage, Enqueued, NewMessage, RecipientRow, Store};
+use crate::store::{
+    ClaimedContent, ClaimedMessage, Enqueued, NewMessage, OnCommit, RecipientRow, Store,
+};
 use crate::templates::{self, Lang, TemplateError, TemplateSet};
 
 /// Why a message was not accepted. Nothing is stored in any of these cases.
@@ -172,23 +174,27 @@ impl Intake {
             permit,
         });
         // The store groups concurrent submissions into one commit (group commit) and answers
-        // each once it is durable. Storing and handing over run in a task of their own, so a
-        // caller that goes away (a client that hangs up) cannot leave a stored message claimed
-        // but never handed to the dispatcher.
+        // each once it is durable. A message for this node's dispatcher is handed over by the
+        // store as soon as its commit is known, on the writer's side, so a caller that goes
+        // away (a client that hangs up) cannot leave a stored message claimed but never handed
+        // to the dispatcher.
         let queued = message.lease_until_ms.is_none();
-        let store = self.store.clone();
-        let handoff = self.handoff.clone();
-        let stored = tokio::spawn(async move {
-            let stored = store.enqueue(vec![message]).await.map(|mut v| v.pop());
-            if let (Ok(Some(Enqueued::New)), Some(handoff), Some(handed)) =
-                (&stored, &handoff, handed)
-            {
-                handoff.hand(handed);
+        let on_commit = match (&self.handoff, handed) {
+            (Some(handoff), Some(handed)) => {
+                let handoff = handoff.clone();
+                Some(Box::new(move |out: &Result<Vec<Enqueued>, _>| {
+                    if let Ok([Enqueued::New]) = out.as_deref() {
+                        handoff.hand(handed);
+                    }
+                }) as OnCommit)
             }
-            stored
-        })
-        .await
-        .map_err(|e| SubmitError::Unavailable(format!("storing the message stopped: {e}")))?;
+            _ => None,
+        };
+        let stored = self
+            .store
+            .enqueue(vec![message], on_commit)
+            .await
+            .map(|mut v| v.pop());
         match stored {
             Err(e) => {
                 tracing::error!(error = %e, "storing a message failed");

@@ -263,6 +263,9 @@ pub enum StatusChange {
 /// A function that opens a sealed value and seals it again (used by key rotation).
 pub type Reseal<'a> = &'a (dyn Fn(&str, &str) -> anyhow::Result<String> + Send + Sync);
 
+/// What to do with the outcome of [`Store::enqueue`] once it is committed (or failed).
+pub type OnCommit = Box<dyn FnOnce(&Result<Vec<Enqueued>, StoreError>) + Send>;
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Cheap round trip to the database, for `/healthz`.
@@ -338,7 +341,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<(i64, i64)>, StoreError>;
 
     /// Stores messages in one transaction (group commit); answers per message, in order.
-    async fn enqueue(&self, batch: Vec<NewMessage>) -> Result<Vec<Enqueued>, StoreError>;
+    /// `on_commit` runs with the outcome as soon as it is known, on the store's side: also when
+    /// the caller has stopped waiting for the answer (a client that hung up).
+    async fn enqueue(
+        &self,
+        batch: Vec<NewMessage>,
+        on_commit: Option<OnCommit>,
+    ) -> Result<Vec<Enqueued>, StoreError>;
     /// Claims up to `limit` due messages under a lease until `now_ms + lease_ms`.
     async fn claim_due(
         &self,

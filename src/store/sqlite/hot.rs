@@ -28,7 +28,7 @@ use tokio::sync::oneshot;
 use super::{next_seq, recipients_from_json, recipients_of_messages, ts};
 use crate::domain::message::MessageStatus;
 use crate::store::{
-    ClaimedContent, ClaimedMessage, DeliveryUpdate, Enqueued, NewMessage, StoreError,
+    ClaimedContent, ClaimedMessage, DeliveryUpdate, Enqueued, NewMessage, OnCommit, StoreError,
 };
 
 /// Most ops run in one transaction; more wait for the next one.
@@ -44,6 +44,7 @@ const LINGER: Duration = Duration::from_millis(1);
 enum Op {
     Enqueue(
         Vec<NewMessage>,
+        Option<OnCommit>,
         oneshot::Sender<Result<Vec<Enqueued>, StoreError>>,
     ),
     Claim {
@@ -76,7 +77,7 @@ enum Out {
 impl Op {
     fn execute(&self, conn: &Connection, at: &str) -> Result<Out, StoreError> {
         match self {
-            Op::Enqueue(batch, _) => enqueue(conn, batch, at).map(Out::Enqueue),
+            Op::Enqueue(batch, _, _) => enqueue(conn, batch, at).map(Out::Enqueue),
             Op::Claim {
                 now_ms,
                 lease_until_ms,
@@ -96,11 +97,15 @@ impl Op {
         };
         let mismatch = || StoreError::Write("the writer mixed up two answers".into());
         match self {
-            Op::Enqueue(_, reply) => {
-                let _ = reply.send(out.and_then(|o| match o {
+            Op::Enqueue(_, on_commit, reply) => {
+                let out = out.and_then(|o| match o {
                     Out::Enqueue(v) => Ok(v),
                     _ => Err(mismatch()),
-                }));
+                });
+                if let Some(on_commit) = on_commit {
+                    on_commit(&out);
+                }
+                let _ = reply.send(out);
             }
             Op::Claim { reply, .. } => {
                 let _ = reply.send(out.and_then(|o| match o {
@@ -192,8 +197,10 @@ impl HotWriter {
     pub(super) async fn enqueue(
         &self,
         batch: Vec<NewMessage>,
+        on_commit: Option<OnCommit>,
     ) -> Result<Vec<Enqueued>, StoreError> {
-        self.call(|reply| Op::Enqueue(batch, reply)).await
+        self.call(|reply| Op::Enqueue(batch, on_commit, reply))
+            .await
     }
 
     pub(super) async fn claim(
@@ -600,7 +607,7 @@ mod tests {
 
     fn enqueue_op(batch: Vec<NewMessage>) -> Op {
         let (reply, _answer) = oneshot::channel();
-        Op::Enqueue(batch, reply)
+        Op::Enqueue(batch, None, reply)
     }
 
     fn op_msg() -> Msg {
@@ -767,6 +774,40 @@ mod tests {
         assert_eq!(count(&conn, "m2"), 0);
     }
 
+    /// A caller that stops waiting once its submission is on its way (a client that hangs up)
+    /// does not stop what follows the commit: `on_commit` still runs, with the outcome.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_commit_runs_when_the_caller_stopped_waiting() {
+        use futures_util::FutureExt;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("cartero.db").display());
+        let store = super::super::SqliteStore::open(&url).await.unwrap();
+        let (told, outcome) = mpsc::channel();
+        let on_commit: OnCommit = Box::new(move |out| {
+            let _ = told.send(match out {
+                Ok(v) => Ok(v.clone()),
+                Err(e) => Err(e.to_string()),
+            });
+        });
+        // Polled once: the op goes to the writer; then the caller drops the future.
+        let waiting = store.enqueue(vec![message("m1", "default", None)], Some(on_commit));
+        assert!(
+            waiting.now_or_never().is_none(),
+            "answered before the commit"
+        );
+        let out = outcome.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(out, Ok(vec![Enqueued::New]));
+        assert_eq!(
+            store
+                .get_message("default", "m1")
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            "m1"
+        );
+    }
+
     /// The store's own path: concurrent submissions through the writer all commit.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_submissions_all_commit() {
@@ -778,7 +819,7 @@ mod tests {
             let store = store.clone();
             tasks.push(tokio::spawn(async move {
                 store
-                    .enqueue(vec![message(&format!("m{i}"), "default", None)])
+                    .enqueue(vec![message(&format!("m{i}"), "default", None)], None)
                     .await
             }));
         }
@@ -812,7 +853,7 @@ mod tests {
                 })
                 .collect();
             written += 125 * body.len();
-            store.enqueue(batch).await.unwrap();
+            store.enqueue(batch, None).await.unwrap();
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let wal = std::fs::metadata(dir.path().join("cartero.db-wal"))
@@ -834,7 +875,7 @@ mod tests {
         let store = super::super::SqliteStore::open(&url).await.unwrap();
         let mut handed = message("m1", "default", None);
         handed.lease_until_ms = Some(1_000);
-        store.enqueue(vec![handed]).await.unwrap();
+        store.enqueue(vec![handed], None).await.unwrap();
         assert!(store.claim_due(2_000, 1000, 10).await.unwrap().is_empty());
         assert_eq!(store.requeue_expired_leases(999).await.unwrap(), 0);
         assert_eq!(store.requeue_expired_leases(1_001).await.unwrap(), 1);

@@ -26,8 +26,9 @@ use time::format_description::well_known::Rfc3339;
 
 use super::{
     AccountRecord, AttemptRecord, AuditEntry, ClaimedMessage, DeliveryUpdate, Enqueued, EventRow,
-    LastTest, MessageFilter, MessageRow, NewMessage, RecipientRow, Reseal, SYSTEM_PROJECT,
-    SessionRecord, StatusChange, Store, StoreError, TokenRecord, UserRecord, account_aad,
+    LastTest, MessageFilter, MessageRow, NewMessage, OnCommit, RecipientRow, Reseal,
+    SYSTEM_PROJECT, SessionRecord, StatusChange, Store, StoreError, TokenRecord, UserRecord,
+    account_aad,
 };
 use crate::domain::account::{AccountInput, ImapInput, LimitsInput};
 use crate::domain::message::{MessageStatus, RecipientKind};
@@ -643,8 +644,12 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn enqueue(&self, batch: Vec<NewMessage>) -> Result<Vec<Enqueued>, StoreError> {
-        self.hot.enqueue(batch).await
+    async fn enqueue(
+        &self,
+        batch: Vec<NewMessage>,
+        on_commit: Option<OnCommit>,
+    ) -> Result<Vec<Enqueued>, StoreError> {
+        self.hot.enqueue(batch, on_commit).await
     }
 
     async fn claim_due(
