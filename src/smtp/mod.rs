@@ -338,12 +338,12 @@ impl Session {
                 if replies.len() == n {
                     return Ok(());
                 }
-                let mut chunk = [0u8; 4096];
-                let got = self.client.stream.read(&mut chunk).await?;
-                if got == 0 {
+                // Straight into the buffer's spare room: no zeroed chunk to copy from, and no
+                // 4 KB array held in this future across the await.
+                buf.reserve(4096);
+                if self.client.stream.read_buf(&mut buf).await? == 0 {
                     return Err(mail_send::Error::UnparseableReply);
                 }
-                buf.extend_from_slice(&chunk[..got]);
             }
         };
         match tokio::time::timeout(self.reply_timeout, read).await {
