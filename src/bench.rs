@@ -145,6 +145,15 @@ fn clock_ticks_per_second() -> f64 {
     })
 }
 
+/// Flushes every dirty page to disk (`sync`) before a pipeline starts, so that none of them
+/// measures the writeback of the one before it (Postfix's round writes and deletes a queue
+/// file per message just before cartero's).
+fn settle_disk() {
+    if let Err(e) = Command::new("sync").status() {
+        eprintln!("sync failed ({e}); the next pipeline may share the disk with the last");
+    }
+}
+
 fn which(candidates: &[&str]) -> Option<PathBuf> {
     candidates.iter().map(PathBuf::from).find(|p| p.exists())
 }
@@ -344,6 +353,7 @@ fn destination(opts: &BenchOptions, sink: &Sink) -> anyhow::Result<(u16, Option<
 
 /// Raw SMTP: smtp-source straight into the sink.
 fn raw_round(opts: &BenchOptions) -> anyhow::Result<f64> {
+    settle_disk();
     let sink = Sink::start()?;
     let (port, _relay) = destination(opts, &sink)?;
     let t0 = Instant::now();
@@ -361,6 +371,7 @@ fn postfix_round(opts: &BenchOptions) -> anyhow::Result<f64> {
             script.display()
         );
     }
+    settle_disk();
     let sink = Sink::start()?;
     let dir = tempfile::Builder::new().prefix("pfb").tempdir_in("/tmp")?;
     let port = free_port()?;
@@ -662,6 +673,7 @@ async fn cartero_round(opts: &BenchOptions, prefill: usize) -> anyhow::Result<Ca
     if prefill > 0 {
         prefill_queue(dir.path(), prefill).await?;
     }
+    settle_disk();
     let (port, _relay) = destination(opts, &sink)?;
     let server = start_server(opts, port, dir.path()).await?;
     let io_before = server.proc_field("io", "write_bytes").unwrap_or(0.0);
