@@ -1118,14 +1118,29 @@ mod migration_tests {
         (names[..at].iter().map(read).collect(), read(&names[at]))
     }
 
-    /// A database at the schema before the rebuild, holding two messages with their rows.
-    fn before_rebuild() -> (tempfile::TempDir, Connection) {
+    /// A database at the schema just before migration `name`, and that migration's SQL.
+    fn database_before(name: &str) -> (tempfile::TempDir, Connection, String) {
         let dir = tempfile::tempdir().unwrap();
         let conn = Connection::open(dir.path().join("cartero.db")).unwrap();
         conn.pragma_update(None, "foreign_keys", "ON").unwrap();
-        for sql in migrations().0 {
+        let (before, it) = migrations_up_to(name);
+        for sql in before {
             conn.execute_batch(&sql).unwrap();
         }
+        (dir, conn, it)
+    }
+
+    /// The `CREATE` statement of table `t`.
+    fn schema(conn: &Connection, t: &str) -> String {
+        conn.query_row("SELECT sql FROM sqlite_master WHERE name = ?1", [t], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    }
+
+    /// A database at the schema before the rebuild, holding two messages with their rows.
+    fn before_rebuild() -> (tempfile::TempDir, Connection) {
+        let (dir, conn, _) = database_before(REBUILD);
         conn.execute_batch(
             "INSERT INTO projects (id, created_at) VALUES ('p', 't');
              INSERT INTO messages (id, project_id, message_type, status, size_bytes,
@@ -1154,16 +1169,10 @@ mod migration_tests {
     fn the_rebuild_keeps_every_row_and_the_cascade() {
         let (_dir, conn) = before_rebuild();
         conn.execute_batch(&migrations().1).unwrap();
-        let schema = |t: &str| -> String {
-            conn.query_row("SELECT sql FROM sqlite_master WHERE name = ?1", [t], |r| {
-                r.get(0)
-            })
-            .unwrap()
-        };
-        assert!(schema("messages").contains("WITHOUT ROWID"));
-        assert!(schema("message_recipients").contains("WITHOUT ROWID"));
-        assert!(!schema("events").contains("AUTOINCREMENT"));
-        assert!(!schema("attempts").contains("AUTOINCREMENT"));
+        assert!(schema(&conn, "messages").contains("WITHOUT ROWID"));
+        assert!(schema(&conn, "message_recipients").contains("WITHOUT ROWID"));
+        assert!(!schema(&conn, "events").contains("AUTOINCREMENT"));
+        assert!(!schema(&conn, "attempts").contains("AUTOINCREMENT"));
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM messages"), 2);
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM message_recipients"), 3);
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM events"), 3);
@@ -1240,13 +1249,7 @@ mod migration_tests {
     /// the order it was written, and still goes with its message.
     #[test]
     fn attempts_and_events_keep_their_order_within_each_message() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = Connection::open(dir.path().join("cartero.db")).unwrap();
-        conn.pragma_update(None, "foreign_keys", "ON").unwrap();
-        let (before, by_message) = migrations_up_to(BY_MESSAGE);
-        for sql in before {
-            conn.execute_batch(&sql).unwrap();
-        }
+        let (_dir, conn, by_message) = database_before(BY_MESSAGE);
         // Rows of two messages, interleaved, as deliveries write them.
         conn.execute_batch(
             "INSERT INTO projects (id, created_at) VALUES ('p', 't');
@@ -1264,14 +1267,8 @@ mod migration_tests {
         .unwrap();
         conn.execute_batch(&by_message).unwrap();
 
-        let schema = |t: &str| -> String {
-            conn.query_row("SELECT sql FROM sqlite_master WHERE name = ?1", [t], |r| {
-                r.get(0)
-            })
-            .unwrap()
-        };
-        assert!(schema("attempts").contains("WITHOUT ROWID"));
-        assert!(schema("events").contains("WITHOUT ROWID"));
+        assert!(schema(&conn, "attempts").contains("WITHOUT ROWID"));
+        assert!(schema(&conn, "events").contains("WITHOUT ROWID"));
         assert_eq!(
             count(
                 &conn,
