@@ -692,11 +692,11 @@ impl Session {
     }
 }
 
-/// Writes `message` as the content of DATA and ends it (without flushing): a "." that begins the message or
-/// follows CR or LF is doubled (the transparency of RFC 5321 §4.5.2), then CRLF "." CRLF. It
-/// finds the dots with memchr instead of testing every byte. (mail-send's `write_message` does
-/// not double a dot at the very start, so a raw message beginning with ".\r\n" would end the
-/// data there and have the rest read as commands.)
+/// Writes `message` as the content of DATA and ends it, without flushing: a "." that begins the
+/// message or follows CR or LF is doubled (the transparency of RFC 5321 §4.5.2), then CRLF "."
+/// CRLF. It finds the dots with memchr instead of testing every byte. (mail-send's
+/// `write_message` does not double a dot at the very start, so a raw message beginning with
+/// ".\r\n" would end the data there and have the rest read as commands.)
 pub async fn write_dot_stuffed<W: tokio::io::AsyncWrite + Unpin>(
     w: &mut W,
     message: &[u8],

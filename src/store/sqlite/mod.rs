@@ -1100,11 +1100,6 @@ mod migration_tests {
 
     const BY_MESSAGE: &str = "20261201000004_attempts_events_by_message.sql";
 
-    /// The migration files in order; those before `REBUILD` and `REBUILD` itself.
-    fn migrations() -> (Vec<String>, String) {
-        migrations_up_to(REBUILD)
-    }
-
     /// The migration files in order; those before `name` and `name` itself.
     fn migrations_up_to(name: &str) -> (Vec<String>, String) {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite");
@@ -1138,9 +1133,10 @@ mod migration_tests {
         .unwrap()
     }
 
-    /// A database at the schema before the rebuild, holding two messages with their rows.
-    fn before_rebuild() -> (tempfile::TempDir, Connection) {
-        let (dir, conn, _) = database_before(REBUILD);
+    /// A database at the schema before the rebuild, holding two messages with their rows, and
+    /// the rebuild's SQL.
+    fn before_rebuild() -> (tempfile::TempDir, Connection, String) {
+        let (dir, conn, rebuild) = database_before(REBUILD);
         conn.execute_batch(
             "INSERT INTO projects (id, created_at) VALUES ('p', 't');
              INSERT INTO messages (id, project_id, message_type, status, size_bytes,
@@ -1158,7 +1154,7 @@ mod migration_tests {
              VALUES ('m1', 'queued', 't'), ('m1', 'sent', 't'), ('m2', 'queued', 't');",
         )
         .unwrap();
-        (dir, conn)
+        (dir, conn, rebuild)
     }
 
     fn count(conn: &Connection, sql: &str) -> i64 {
@@ -1167,8 +1163,8 @@ mod migration_tests {
 
     #[test]
     fn the_rebuild_keeps_every_row_and_the_cascade() {
-        let (_dir, conn) = before_rebuild();
-        conn.execute_batch(&migrations().1).unwrap();
+        let (_dir, conn, rebuild) = before_rebuild();
+        conn.execute_batch(&rebuild).unwrap();
         assert!(schema(&conn, "messages").contains("WITHOUT ROWID"));
         assert!(schema(&conn, "message_recipients").contains("WITHOUT ROWID"));
         assert!(!schema(&conn, "events").contains("AUTOINCREMENT"));
@@ -1202,13 +1198,13 @@ mod migration_tests {
 
     #[test]
     fn a_dangling_key_stops_the_rebuild_and_changes_nothing() {
-        let (_dir, conn) = before_rebuild();
+        let (_dir, conn, rebuild) = before_rebuild();
         conn.execute_batch(
             "PRAGMA foreign_keys = OFF;
              INSERT INTO events (message_id, kind, at) VALUES ('gone', 'queued', 't');",
         )
         .unwrap();
-        let failed = conn.execute_batch(&migrations().1);
+        let failed = conn.execute_batch(&rebuild);
         assert!(failed.is_err());
         // What the caller does with a failed migration: the connection is dropped, and with it
         // the open transaction.
@@ -1229,12 +1225,10 @@ mod migration_tests {
     /// `created_at`), every other event stays.
     #[test]
     fn the_stored_queued_events_go_and_the_others_stay() {
-        let (_dir, conn) = before_rebuild();
-        conn.execute_batch(&migrations().1).unwrap();
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite");
-        let sql = std::fs::read_to_string(format!("{dir}/20261201000003_queued_is_created_at.sql"))
-            .unwrap();
-        conn.execute_batch(&sql).unwrap();
+        let (_dir, conn, rebuild) = before_rebuild();
+        conn.execute_batch(&rebuild).unwrap();
+        let (_, queued) = migrations_up_to("20261201000003_queued_is_created_at.sql");
+        conn.execute_batch(&queued).unwrap();
         assert_eq!(
             count(&conn, "SELECT COUNT(*) FROM events WHERE kind = 'queued'"),
             0
