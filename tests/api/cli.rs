@@ -7,6 +7,8 @@ use std::process::{Command, Output, Stdio};
 use reqwest::Method;
 use serde_json::Value;
 
+use cartero::domain::permission::Role;
+
 use crate::helpers::spawn_app;
 
 fn cartero(data_dir: &Path, args: &[&str], stdin: Option<&str>, lang: &str) -> Output {
@@ -276,6 +278,47 @@ async fn a_change_from_the_cli_is_seen_by_the_running_server() {
     .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("another cartero process"));
+}
+
+#[tokio::test]
+async fn a_token_revoked_from_the_cli_stops_working_on_the_running_server() {
+    let app = spawn_app().await;
+    let token = app.token("default", Role::Viewer).await;
+    // Used twice first, so the server has it remembered (store/sqlite/token_cache.rs).
+    for _ in 0..2 {
+        let r = app
+            .call(Method::GET, "/v1/accounts", Some(&token), None)
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    let id = app
+        .store
+        .list_tokens("default")
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.role == Role::Viewer)
+        .unwrap()
+        .id;
+    let dir = app.dir.path().to_path_buf();
+    let out =
+        tokio::task::spawn_blocking(move || cartero(&dir, &["token", "revoke", &id], None, "C"))
+            .await
+            .unwrap();
+    assert!(ok(&out).contains("Revoked token"));
+    let r = app
+        .call(Method::GET, "/v1/accounts", Some(&token), None)
+        .await;
+    assert_eq!(
+        r.status(),
+        401,
+        "a token revoked by another process still worked"
+    );
+    // The owner's token, remembered too, still works.
+    let r = app
+        .call(Method::GET, "/v1/accounts", Some(&app.owner), None)
+        .await;
+    assert_eq!(r.status(), 200);
 }
 
 #[test]

@@ -4,8 +4,8 @@
 //! accounts changed. Each is one indexed row of a WAL database, which SQLite reads in a few
 //! microseconds without waiting for any writer; through sqlx it was a round trip to a
 //! connection's own thread (two wake-ups and a context switch each way), which cost more than
-//! the read. These reads run inline instead, on one of a few connections of their own, so a
-//! revoked token still stops working at once (there is no cache to go stale).
+//! the read. These reads run inline instead, on one of a few connections of their own. A
+//! token found valid is then remembered by [`super::token_cache`] until any revocation.
 
 use std::path::Path;
 use std::sync::Mutex;

@@ -10,6 +10,7 @@
 
 mod hot;
 mod inline;
+mod token_cache;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -44,6 +45,8 @@ pub struct SqliteStore {
     hot: hot::HotWriter,
     /// Token lookups and the accounts' version, read on the calling thread.
     inline: inline::InlineReader,
+    /// Valid tokens already looked up, until a revocation (in any process) says otherwise.
+    tokens: token_cache::TokenCache,
 }
 
 impl SqliteStore {
@@ -86,6 +89,7 @@ impl SqliteStore {
         sqlx::migrate!("migrations/sqlite").run(&writer).await?;
         let hot = hot::HotWriter::open(options.get_filename())?;
         let inline = inline::InlineReader::open(options.get_filename())?;
+        let tokens = token_cache::TokenCache::open(options.get_filename());
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options)
@@ -95,6 +99,7 @@ impl SqliteStore {
             writer,
             hot,
             inline,
+            tokens,
         })
     }
 }
@@ -506,7 +511,8 @@ impl Store for SqliteStore {
     }
 
     async fn active_token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
-        self.inline.active_token_by_hash(hash)
+        self.tokens
+            .get(hash, || self.inline.active_token_by_hash(hash))
     }
 
     async fn list_tokens(&self, project_id: &str) -> Result<Vec<TokenRecord>, StoreError> {
@@ -529,6 +535,12 @@ impl Store for SqliteStore {
         .bind(id)
         .execute(&self.writer)
         .await?;
+        // Committed: now every process forgets the tokens it remembered (see `token_cache`).
+        self.tokens.revoked().map_err(|e| {
+            StoreError::Write(format!(
+                "the token is revoked, but the revocation stamp could not be written: {e}"
+            ))
+        })?;
         Ok(done.rows_affected() == 1)
     }
 
