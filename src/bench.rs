@@ -69,6 +69,11 @@ pub struct FixedRate {
     pub sent: usize,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// The slowest write + fdatasync of 4 KB that a probe beside the data directory saw
+    /// during the same seconds (one every 20 ms): when the disk itself stalls, every commit
+    /// waits for it, and this says so next to the p99.
+    #[serde(default)]
+    pub disk_sync_max_ms: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -716,7 +721,7 @@ async fn cartero_round(opts: &BenchOptions, prefill: usize) -> anyhow::Result<Ca
     round.single_message_ms = median(singles);
 
     if opts.rate > 0 {
-        round.fixed_rate = Some(fixed_rate(&server, opts).await?);
+        round.fixed_rate = Some(fixed_rate(&server, opts, dir.path()).await?);
     }
     round.peak_rss_mb = server.proc_field("status", "VmHWM").unwrap_or(0.0) / 1024.0;
     server.stop();
@@ -724,7 +729,8 @@ async fn cartero_round(opts: &BenchOptions, prefill: usize) -> anyhow::Result<Ca
 }
 
 /// Accept latency while submitting at a fixed rate for a few seconds (open loop).
-async fn fixed_rate(server: &Server, opts: &BenchOptions) -> anyhow::Result<FixedRate> {
+async fn fixed_rate(server: &Server, opts: &BenchOptions, dir: &Path) -> anyhow::Result<FixedRate> {
+    let probe = DiskProbe::start(&dir.join("disk-probe"))?;
     let seconds = if opts.messages <= 1000 { 1 } else { 5 };
     let total = opts.rate * seconds;
     // Idle keep-alive connections; a submission finding none opens another (open loop).
@@ -755,13 +761,61 @@ async fn fixed_rate(server: &Server, opts: &BenchOptions) -> anyhow::Result<Fixe
     for t in tasks {
         lat.push(t.await??);
     }
+    let disk_sync_max_ms = probe.stop()?;
     lat.sort_by(|a, b| a.total_cmp(b));
     Ok(FixedRate {
         rate_per_s: opts.rate,
         sent: total,
         p50_ms: percentile(&lat, 0.50),
         p99_ms: percentile(&lat, 0.99),
+        disk_sync_max_ms,
     })
+}
+
+/// Times a small synced write on the disk under test every 20 ms, on a thread of its own,
+/// until stopped: the disk's own stalls, told apart from cartero's.
+struct DiskProbe {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<std::io::Result<f64>>,
+}
+
+impl DiskProbe {
+    fn start(path: &Path) -> anyhow::Result<DiskProbe> {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("creating the disk probe {}", path.display()))?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let block = [0x5au8; 4096];
+            let mut slowest = 0.0f64;
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = Instant::now();
+                file.write_all_at(&block, 0)?;
+                file.sync_data()?;
+                slowest = slowest.max(t.elapsed().as_secs_f64() * 1000.0);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(slowest)
+        });
+        Ok(DiskProbe { stop, thread })
+    }
+
+    /// The slowest synced write, in ms.
+    fn stop(self) -> anyhow::Result<f64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let slowest = self
+            .thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the disk probe panicked"))?
+            .context("the disk probe's write failed")?;
+        Ok(slowest)
+    }
 }
 
 /// Fills a fresh data directory's queue with `n` messages deferred for a day (type `parked`,
@@ -879,6 +933,12 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Summary> {
                 sent: runs[0].cartero.fixed_rate.as_ref().map_or(0, |f| f.sent),
                 p50_ms: m(&|r| r.cartero.fixed_rate.as_ref().map_or(0.0, |f| f.p50_ms)),
                 p99_ms: m(&|r| r.cartero.fixed_rate.as_ref().map_or(0.0, |f| f.p99_ms)),
+                disk_sync_max_ms: m(&|r| {
+                    r.cartero
+                        .fixed_rate
+                        .as_ref()
+                        .map_or(0.0, |f| f.disk_sync_max_ms)
+                }),
             }),
         },
         postfix_per_s: opts.postfix.then(|| m(&|r| r.postfix_per_s.unwrap_or(0.0))),
@@ -965,6 +1025,10 @@ pub fn table(s: &Summary) -> String {
         out.push_str(&format!(
             "| accept latency p50 / p99 at {} msgs/s | {:.2} / {:.2} ms | | |\n",
             f.rate_per_s, f.p50_ms, f.p99_ms
+        ));
+        out.push_str(&format!(
+            "| meanwhile, the slowest 4 KB write + fdatasync of a disk probe | {:.1} ms | | |\n",
+            f.disk_sync_max_ms
         ));
     }
     out.push_str(&format!("| peak RSS | {:.0} MB | | |\n", c.peak_rss_mb));
