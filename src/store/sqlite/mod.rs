@@ -538,7 +538,8 @@ impl Store for SqliteStore {
         // Committed: now every process forgets the tokens it remembered (see `token_cache`).
         self.tokens.revoked().map_err(|e| {
             StoreError::Write(format!(
-                "the token is revoked, but the revocation stamp could not be written: {e}"
+                "the token is revoked in the database, but a running `cartero serve` may still \
+                 accept it until restarted: the revocation stamp could not be written ({e})"
             ))
         })?;
         Ok(done.rows_affected() == 1)

@@ -28,9 +28,10 @@ use crate::store::TokenRecord;
 const MAX_ENTRIES: usize = 4096;
 
 pub(super) struct TokenCache {
-    /// The revocation stamp shared by every process on this database (`None`: the file could
-    /// not be opened, so nothing is remembered and every lookup reads the database).
-    stamp: Option<File>,
+    /// The revocation stamp shared by every process on this database, or why it could not be
+    /// opened (then nothing is remembered, every lookup reads the database, and a revocation
+    /// says that other processes may not have heard of it).
+    stamp: Result<File, String>,
     remembered: Mutex<Remembered>,
 }
 
@@ -50,22 +51,20 @@ fn stamp_path(db: &Path) -> PathBuf {
 
 impl TokenCache {
     pub(super) fn open(db: &Path) -> TokenCache {
+        let path = stamp_path(db);
         let stamp = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(stamp_path(db));
-        let stamp = match stamp {
-            Ok(file) => Some(file),
-            Err(e) => {
-                tracing::warn!(
-                    error = %e,
-                    "token lookups are not cached: the revocation stamp beside the database cannot be opened"
-                );
-                None
-            }
-        };
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()));
+        if let Err(e) = &stamp {
+            tracing::warn!(
+                error = %e,
+                "token lookups are not cached: the revocation stamp beside the database cannot be opened"
+            );
+        }
         TokenCache {
             stamp,
             remembered: Mutex::new(Remembered::default()),
@@ -74,7 +73,7 @@ impl TokenCache {
 
     /// The current stamp; `None` when it cannot be read (then nothing is remembered).
     fn read_stamp(&self) -> Option<u64> {
-        let file = self.stamp.as_ref()?;
+        let file = self.stamp.as_ref().ok()?;
         let mut bytes = [0u8; 8];
         match file.read_at(&mut bytes, 0) {
             // A stamp file that was never written reads as empty: stamp 0.
@@ -116,12 +115,14 @@ impl TokenCache {
         Ok(found)
     }
 
-    /// After a revocation committed: every process forgets the tokens it remembered.
+    /// After a revocation committed: every process forgets the tokens it remembered. An error
+    /// means other processes (a running `cartero serve`) may still accept the revoked token.
     pub(super) fn revoked(&self) -> std::io::Result<()> {
         self.lock().by_hash.clear();
-        let Some(file) = &self.stamp else {
-            return Ok(());
-        };
+        let file = self
+            .stamp
+            .as_ref()
+            .map_err(|e| std::io::Error::other(e.clone()))?;
         // Random rather than counted: two processes revoking at once cannot write the same
         // value (a read-increment-write could), and nothing needs the order.
         let value = loop {
@@ -234,5 +235,8 @@ mod tests {
             })
             .unwrap();
         assert!(read);
+        // And a revocation made here says that others may not have heard of it.
+        let e = cache.revoked().unwrap_err().to_string();
+        assert!(e.contains("-tokens"), "{e}");
     }
 }
