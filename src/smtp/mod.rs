@@ -693,10 +693,15 @@ impl Session {
 }
 
 /// Writes `message` as the content of DATA and ends it, without flushing: a "." that begins the
-/// message or follows CR or LF is doubled (the transparency of RFC 5321 §4.5.2), then CRLF "."
-/// CRLF. It finds the dots with memchr instead of testing every byte. (mail-send's
+/// message or follows CR or LF is doubled (the transparency of RFC 5321 §4.5.2), then the end
+/// of data. It finds the dots with memchr instead of testing every byte. (mail-send's
 /// `write_message` does not double a dot at the very start, so a raw message beginning with
 /// ".\r\n" would end the data there and have the rest read as commands.)
+///
+/// The end of data is CRLF "." CRLF, whose first CRLF ends the message's last line (RFC 5321
+/// §4.1.1.4): a message that already ends with CRLF is followed by "." CRLF only. Sending the
+/// whole sequence after it, as mail-send does, gave every such message one empty line more
+/// than it had.
 pub async fn write_dot_stuffed<W: tokio::io::AsyncWrite + Unpin>(
     w: &mut W,
     message: &[u8],
@@ -711,7 +716,11 @@ pub async fn write_dot_stuffed<W: tokio::io::AsyncWrite + Unpin>(
         }
     }
     w.write_all(&message[start..]).await?;
-    w.write_all(b"\r\n.\r\n").await
+    if message.ends_with(b"\r\n") {
+        w.write_all(b".\r\n").await
+    } else {
+        w.write_all(b"\r\n.\r\n").await
+    }
 }
 
 #[cfg(test)]
@@ -734,12 +743,30 @@ mod tests {
     async fn a_leading_dot_is_stuffed() {
         assert_eq!(
             stuffed(b".\r\nRSET\r\nMAIL FROM:<x@evil.example>\r\n").await,
-            b"..\r\nRSET\r\nMAIL FROM:<x@evil.example>\r\n\r\n.\r\n"
+            b"..\r\nRSET\r\nMAIL FROM:<x@evil.example>\r\n.\r\n"
         );
         assert_eq!(stuffed(b".a").await, b"..a\r\n.\r\n");
     }
 
-    /// Beyond the first byte, the same bytes as mail-send's own transparency procedure.
+    /// The end of data finishes the last line instead of adding an empty one after it.
+    #[tokio::test]
+    async fn the_end_of_data_adds_no_empty_line() {
+        assert_eq!(
+            stuffed(b"Subject: x\r\n\r\nbody\r\n").await,
+            b"Subject: x\r\n\r\nbody\r\n.\r\n"
+        );
+        assert_eq!(
+            stuffed(b"Subject: x\r\n\r\nbody").await,
+            b"Subject: x\r\n\r\nbody\r\n.\r\n"
+        );
+        // A message whose last line is empty keeps it.
+        assert_eq!(stuffed(b"a\r\n\r\n").await, b"a\r\n\r\n.\r\n");
+        // A last line of one dot is doubled and still ended.
+        assert_eq!(stuffed(b"a\r\n.\r\n").await, b"a\r\n..\r\n.\r\n");
+    }
+
+    /// Beyond the first byte, the same transparency as mail-send's own procedure (the content
+    /// before the end of data; mail-send always appends CRLF "." CRLF).
     #[tokio::test]
     async fn dot_stuffing_matches_mail_send() {
         use tokio::io::AsyncReadExt;
@@ -763,9 +790,15 @@ mod tests {
             drop(client);
             let mut want = Vec::new();
             read_theirs.read_to_end(&mut want).await.unwrap();
+            let want = want.strip_suffix(b"\r\n.\r\n").unwrap();
+            let got = if case.ends_with(b"\r\n") {
+                got.strip_suffix(b".\r\n").unwrap()
+            } else {
+                got.strip_suffix(b"\r\n.\r\n").unwrap()
+            };
             assert_eq!(
-                String::from_utf8_lossy(&got),
-                String::from_utf8_lossy(&want),
+                String::from_utf8_lossy(got),
+                String::from_utf8_lossy(want),
                 "case {:?}",
                 String::from_utf8_lossy(case)
             );

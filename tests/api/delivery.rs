@@ -1013,3 +1013,32 @@ async fn list_filter_retry_cancel_and_metrics() {
         );
     }
 }
+
+/// A raw message that has its Message-ID and Date arrives exactly as it was given: a line that
+/// begins with "." survives the transparency procedure, and the end of data adds no empty
+/// line after a message that already ends with CRLF (RFC 5321 §4.1.1.4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_message_arrives_byte_for_byte() {
+    use base64::Engine;
+    let Some(server) = plain_server(None) else {
+        return;
+    };
+    let app = fast_app().await;
+    add_account(&app, "Relay", server.port, "system", 0, json!({})).await;
+    let raw = "From: App <app@acme.example>\r\nTo: ana@example.com\r\n\
+               Subject: Tal cual\r\nMessage-ID: <raw-1@acme.example>\r\n\
+               Date: Tue, 1 Dec 2026 10:00:00 +0000\r\n\r\n\
+               Primera línea\r\n.una línea que empieza con punto\r\n..y otra con dos\r\nFin\r\n";
+    let id = send(
+        &app,
+        json!({
+            "type": "system",
+            "to": ["ana@example.com"],
+            "raw": base64::engine::general_purpose::STANDARD.encode(raw),
+        }),
+    )
+    .await;
+    wait_status(&app, &id, "sent", 10).await;
+    server.wait_for_messages(1, Duration::from_secs(2));
+    assert_eq!(server.message_body(1), raw);
+}
