@@ -686,7 +686,9 @@ async fn cartero_round(opts: &BenchOptions, prefill: usize) -> anyhow::Result<Ca
     let client_before = cpu_seconds("self").unwrap_or(0.0);
     let (mut lat, t0, last) =
         submit(&server, opts.messages, opts.concurrency, opts.size, 0).await?;
-    let done = sink.wait_for(opts.messages, Duration::from_secs(1800))?;
+    // Polled on a thread that may block, as the raw and Postfix rounds are.
+    let done =
+        tokio::task::block_in_place(|| sink.wait_for(opts.messages, Duration::from_secs(1800)))?;
     let io_after = server.proc_field("io", "write_bytes").unwrap_or(0.0);
     let cpu_after = server.cpu_seconds().unwrap_or(0.0);
     let client_after = cpu_seconds("self").unwrap_or(0.0);
