@@ -535,14 +535,19 @@ impl Store for SqliteStore {
         .bind(id)
         .execute(&self.writer)
         .await?;
+        let revoked = done.rows_affected() == 1;
         // Committed: now every process forgets the tokens it remembered (see `token_cache`).
-        self.tokens.revoked().map_err(|e| {
-            StoreError::Write(format!(
-                "the token is revoked in the database, but a running `cartero serve` may still \
-                 accept it until restarted: the revocation stamp could not be written ({e})"
-            ))
-        })?;
-        Ok(done.rows_affected() == 1)
+        // When nothing was revoked (an unknown id, or one revoked before) nothing changed.
+        if revoked {
+            self.tokens.revoked().map_err(|e| {
+                StoreError::Write(format!(
+                    "the token is revoked in the database, but a running `cartero serve` may \
+                     still accept it until restarted: the revocation stamp could not be written \
+                     ({e})"
+                ))
+            })?;
+        }
+        Ok(revoked)
     }
 
     async fn insert_account(&self, account: &AccountRecord) -> Result<(), StoreError> {
