@@ -414,11 +414,11 @@ fn enqueue(conn: &Connection, batch: &[NewMessage], at: &str) -> Result<Vec<Enqu
     )?;
     let mut message = conn.prepare_cached(
         "INSERT INTO messages (id, project_id, message_type, status, idempotency_key, size_bytes, \
-           next_attempt_at, lease_until, expires_at, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+           next_attempt_at, lease_until, expires_at, created_at, updated_at, body_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)",
     )?;
-    let mut body =
-        conn.prepare_cached("INSERT INTO message_bodies (message_id, content) VALUES (?1, ?2)")?;
+    // The body first: the message holds its number (the next rowid, appended).
+    let mut body = conn.prepare_cached("INSERT INTO message_bodies (content) VALUES (?1)")?;
     let mut recipient = conn.prepare_cached(
         "INSERT INTO message_recipients (message_id, position, address, kind, status) \
          VALUES (?1, ?2, ?3, ?4, 'pending')",
@@ -442,6 +442,7 @@ fn enqueue(conn: &Connection, batch: &[NewMessage], at: &str) -> Result<Vec<Enqu
         } else {
             MessageStatus::Queued
         };
+        let body_id = body.insert(params![m.content])?;
         message.execute(params![
             m.id,
             m.project_id,
@@ -453,8 +454,8 @@ fn enqueue(conn: &Connection, batch: &[NewMessage], at: &str) -> Result<Vec<Enqu
             m.lease_until_ms,
             m.expires_at_ms,
             at,
+            body_id,
         ])?;
-        body.execute(params![m.id, m.content])?;
         for (position, (address, kind)) in m.recipients.iter().enumerate() {
             recipient.execute(params![m.id, position as i64, address, kind.as_str()])?;
         }
@@ -476,7 +477,7 @@ fn claim(
          WHERE id IN (SELECT id FROM messages WHERE status IN ('queued', 'deferred') \
                       AND next_attempt_at <= ?2 ORDER BY next_attempt_at LIMIT ?3) \
          RETURNING id, project_id, message_type, message_id_header, attempt_count, expires_at, \
-           (SELECT content FROM message_bodies b WHERE b.message_id = messages.id) AS content, ",
+           (SELECT content FROM message_bodies b WHERE b.id = messages.body_id) AS content, ",
         recipients_of_messages!(),
         " AS recipients"
     ))?;
@@ -740,15 +741,17 @@ mod tests {
             (count(&conn, "m1"), count(&conn, "m2"), count(&conn, "m3")),
             (1, 0, 1)
         );
-        // Nothing half-written for the refused one.
-        let orphans: i64 = conn
+        // Nothing half-written for the refused one: its body (written before its message
+        // failed) went with it.
+        let bodies: (i64, i64) = conn
             .query_row(
-                "SELECT COUNT(*) FROM message_bodies WHERE message_id = 'm2'",
+                "SELECT COUNT(*), COUNT(m.id) FROM message_bodies b \
+                 LEFT JOIN messages m ON m.body_id = b.id",
                 [],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .unwrap();
-        assert_eq!(orphans, 0);
+        assert_eq!(bodies, (2, 2));
     }
 
     /// The same idempotency key twice in one transaction: the second answers the first.

@@ -708,7 +708,7 @@ impl Store for SqliteStore {
         sqlx::query(concat!(
             "SELECT messages.*, b.content, ",
             recipients_of_messages!(),
-            " AS recipients FROM messages JOIN message_bodies b ON b.message_id = messages.id \
+            " AS recipients FROM messages JOIN message_bodies b ON b.id = messages.body_id \
              WHERE messages.project_id = ? AND messages.id = ?"
         ))
         .bind(project_id)
@@ -773,7 +773,7 @@ impl Store for SqliteStore {
         sqlx::query(concat!(
             "SELECT messages.*, b.content, ",
             recipients_of_messages!(),
-            " AS recipients FROM messages JOIN message_bodies b ON b.message_id = messages.id \
+            " AS recipients FROM messages JOIN message_bodies b ON b.id = messages.body_id \
              WHERE messages.project_id = ?1 \
              AND (?2 IS NULL OR messages.status = ?2) \
              AND (?3 IS NULL OR messages.message_type = ?3) \
@@ -1118,6 +1118,8 @@ mod migration_tests {
 
     const BY_MESSAGE: &str = "20261201000004_attempts_events_by_message.sql";
 
+    const BODIES: &str = "20261201000005_bodies_by_number.sql";
+
     /// The migration files in order; those before `name` and `name` itself.
     fn migrations_up_to(name: &str) -> (Vec<String>, String) {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite");
@@ -1335,5 +1337,73 @@ mod migration_tests {
             [],
         );
         assert!(dangling.is_err(), "foreign keys are enforced again");
+    }
+
+    /// A database before bodies are numbered, holding two messages with their bodies (written
+    /// in the other order than their ids), and that migration's SQL.
+    fn before_bodies() -> (tempfile::TempDir, Connection, String) {
+        let (dir, conn, bodies) = database_before(BODIES);
+        conn.execute_batch(
+            "INSERT INTO projects (id, created_at) VALUES ('p', 't');
+             INSERT INTO messages (id, project_id, message_type, status, size_bytes,
+                 next_attempt_at, expires_at, created_at, updated_at)
+             VALUES ('m1', 'p', 'system', 'sent', 10, 1, 2, 't', 't'),
+                    ('m2', 'p', 'system', 'queued', 20, 1, 2, 't', 't');
+             INSERT INTO message_bodies (message_id, content)
+             VALUES ('m2', '{\"two\"}'), ('m1', '{\"one\"}');",
+        )
+        .unwrap();
+        (dir, conn, bodies)
+    }
+
+    /// Every message keeps its own body, found by its number; a body still goes with its
+    /// message, and a new one is appended after the others.
+    #[test]
+    fn numbered_bodies_stay_with_their_messages() {
+        let (_dir, conn, bodies) = before_bodies();
+        conn.execute_batch(&bodies).unwrap();
+
+        let body = |id: &str| -> String {
+            conn.query_row(
+                "SELECT b.content FROM messages m JOIN message_bodies b ON b.id = m.body_id \
+                 WHERE m.id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        assert_eq!(body("m1"), r#"{"one"}"#);
+        assert_eq!(body("m2"), r#"{"two"}"#);
+        assert!(!schema(&conn, "message_bodies").contains("message_id"));
+        assert_eq!(
+            count(
+                &conn,
+                "SELECT COUNT(*) FROM sqlite_master WHERE tbl_name = 'message_bodies' AND type = 'index'"
+            ),
+            0,
+            "one B-tree: no index beside the rowid"
+        );
+        assert_eq!(count(&conn, "PRAGMA foreign_keys"), 1);
+        conn.execute("INSERT INTO message_bodies (content) VALUES ('{}')", [])
+            .unwrap();
+        assert_eq!(count(&conn, "SELECT MAX(id) FROM message_bodies"), 3);
+        // A deleted message takes its body along, and only its own.
+        conn.execute("DELETE FROM messages WHERE id = 'm2'", [])
+            .unwrap();
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM message_bodies"), 2);
+        assert_eq!(body("m1"), r#"{"one"}"#);
+    }
+
+    #[test]
+    fn a_message_without_a_body_stops_the_numbering_and_changes_nothing() {
+        let (dir, conn, bodies) = before_bodies();
+        conn.execute_batch("DELETE FROM message_bodies WHERE message_id = 'm2'")
+            .unwrap();
+        assert!(conn.execute_batch(&bodies).is_err());
+        drop(conn);
+        let conn = Connection::open(dir.path().join("cartero.db")).unwrap();
+        assert!(schema(&conn, "message_bodies").contains("message_id"));
+        assert!(!schema(&conn, "messages").contains("body_id"));
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM message_bodies"), 1);
     }
 }
