@@ -151,12 +151,8 @@ impl HotWriter {
     pub(super) fn open(path: &Path) -> Result<HotWriter, StoreError> {
         // The WAL's writes of a commit go out as one (wal_vfs.rs); without the shim, SQLite's
         // own VFS does the same work in more system calls.
-        let conn = match super::wal_vfs::register() {
-            Ok(()) => Connection::open_with_flags_and_vfs(
-                path,
-                rusqlite::OpenFlags::default(),
-                super::wal_vfs::NAME,
-            )?,
+        let conn = match super::wal_vfs::open(path) {
+            Ok(conn) => conn,
             Err(e) => {
                 tracing::warn!(error = %e, "the WAL VFS is unavailable; using SQLite's default");
                 Connection::open(path)?
@@ -166,15 +162,6 @@ impl HotWriter {
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        // The WAL VFS holds a commit's writes until the WAL's sync, which FULL (2) and EXTRA
-        // (3) run at every commit: with less, other connections could read frames before
-        // they are in the file.
-        let synchronous: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
-        if synchronous < 2 {
-            return Err(StoreError::Write(format!(
-                "the writer needs synchronous=FULL, SQLite answered {synchronous}"
-            )));
-        }
         conn.pragma_update(None, "foreign_keys", "ON")?;
         // The checkpointer thread copies the WAL back (see `checkpoint_in_background`).
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;

@@ -12,9 +12,16 @@
 //! exactly when it was before. Other connections never read frames before the commit that
 //! holds them has synced, because the WAL index publishes them only after that.
 //!
-//! It needs `synchronous=FULL` (or EXTRA), which syncs the WAL at every commit; the writer
-//! checks that it has it. With NORMAL, SQLite publishes a commit without a sync, and readers
-//! could look for frames still held here.
+//! The claim that nobody sees the WAL without the held bytes rests on three settings, which
+//! [`open`] sets and checks, refusing the shim without them:
+//! * `synchronous=FULL`: the WAL is synced at every commit before SQLite publishes its frames
+//!   in the WAL index (with NORMAL it publishes them unsynced);
+//! * `cache_spill=OFF`: SQLite writes frames only to commit. A spill writes frames in the
+//!   middle of a transaction; rolled back, they would stay held after the write lock is
+//!   released, and a later flush would write them over the frames another connection (the
+//!   sqlx pool writes too) committed at the same offsets meanwhile;
+//! * power-safe overwrite (SQLite's default): otherwise the commit pads its last frame with a
+//!   write after the sync.
 //!
 //! Only the hot writer's connection opens its database through this VFS ([`NAME`]); every
 //! other file, and every other connection, is the default VFS's own.
@@ -29,7 +36,9 @@ use std::ffi::{CStr, c_char, c_int, c_void};
 use std::ptr;
 use std::sync::OnceLock;
 
-use rusqlite::ffi;
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags, ffi};
 
 /// The VFS's registered name.
 pub(super) const NAME: &str = "cartero-wal";
@@ -75,7 +84,7 @@ pub(super) fn register() -> Result<(), String> {
                 vfs.pNext = ptr::null_mut();
                 vfs.zName = NAME_C.as_ptr();
                 vfs.szOsFile = (file_offset() + (*inner).szOsFile as usize) as c_int;
-                vfs.xOpen = Some(open);
+                vfs.xOpen = Some(open_file);
                 let raw: *mut ffi::sqlite3_vfs = &mut *vfs;
                 let rc = ffi::sqlite3_vfs_register(raw, 0);
                 if rc != ffi::SQLITE_OK {
@@ -87,6 +96,45 @@ pub(super) fn register() -> Result<(), String> {
         .as_ref()
         .map(|_| ())
         .map_err(Clone::clone)
+}
+
+/// Opens the database at `path` through the shim, with the settings it depends on (see the
+/// module): an error says which one is missing, and the caller opens it without the shim.
+pub(super) fn open(path: &Path) -> Result<Connection, String> {
+    register()?;
+    let conn = Connection::open_with_flags_and_vfs(path, OpenFlags::default(), NAME)
+        .map_err(|e| e.to_string())?;
+    let settle = || -> rusqlite::Result<(i64, i64)> {
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "cache_spill", false)?;
+        let synchronous = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+        let spill = conn.query_row("PRAGMA cache_spill", [], |r| r.get(0))?;
+        Ok((synchronous, spill))
+    };
+    match settle().map_err(|e| e.to_string())? {
+        (2 | 3, 0) => {}
+        (synchronous, spill) => {
+            return Err(format!(
+                "the WAL VFS needs synchronous=FULL and cache_spill=OFF; SQLite answered {synchronous} and {spill}"
+            ));
+        }
+    }
+    let mut psow: c_int = -1;
+    // SAFETY: the handle is this open connection's; the file control writes one int.
+    let rc = unsafe {
+        ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            ffi::SQLITE_FCNTL_POWERSAFE_OVERWRITE,
+            (&raw mut psow).cast(),
+        )
+    };
+    if rc != ffi::SQLITE_OK || psow != 1 {
+        return Err(format!(
+            "the WAL VFS needs power-safe overwrite; SQLite answered {rc}, {psow}"
+        ));
+    }
+    Ok(conn)
 }
 
 fn inner_vfs() -> *mut ffi::sqlite3_vfs {
@@ -123,7 +171,7 @@ unsafe fn methods(file: *mut ffi::sqlite3_file) -> &'static ffi::sqlite3_io_meth
     unsafe { &*(*file).pMethods }
 }
 
-unsafe extern "C" fn open(
+unsafe extern "C" fn open_file(
     vfs: *mut ffi::sqlite3_vfs,
     name: *const c_char,
     file: *mut ffi::sqlite3_file,
@@ -305,14 +353,98 @@ static WAL_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rusqlite::{Connection, OpenFlags};
 
     fn open_with_shim(path: &std::path::Path) -> Connection {
-        register().unwrap();
-        let conn = Connection::open_with_flags_and_vfs(path, OpenFlags::default(), NAME).unwrap();
+        let conn = open(path).unwrap();
         conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-        conn.pragma_update(None, "synchronous", "FULL").unwrap();
         conn
+    }
+
+    /// A transaction larger than the page cache, rolled back, while another connection (on
+    /// the default VFS, as the sqlx pool) writes the same database: what the other one
+    /// committed stays whole. With cache spills on, this fails (checked): the update spills
+    /// frames mid-transaction while reading its pages from the database file, the rollback
+    /// drops them without reading the WAL, the frames stay held after the write lock is
+    /// released, and the read that follows flushes them over the frames the other connection
+    /// committed at those offsets.
+    #[test]
+    fn a_rolled_back_transaction_leaves_nothing_to_write_over_another_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let shim = open_with_shim(&path);
+        shim.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        shim.execute_batch(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
+             CREATE TABLE theirs (id INTEGER PRIMARY KEY, body TEXT NOT NULL);",
+        )
+        .unwrap();
+        {
+            let tx = shim.unchecked_transaction().unwrap();
+            for i in 0..2000 {
+                tx.execute(
+                    "INSERT INTO t VALUES (?1, ?2)",
+                    rusqlite::params![i, "a".repeat(1000)],
+                )
+                .unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        // In the database file, not the WAL: the update reads its pages from there.
+        shim.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        shim.pragma_update(None, "cache_size", 10).unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        let theirs = "o".repeat(3000);
+        for round in 0..5i64 {
+            // Rows of the same size, rewritten in place: no page is allocated or freed.
+            let tx = shim.unchecked_transaction().unwrap();
+            tx.execute("UPDATE t SET body = ?1", ["b".repeat(1000)])
+                .unwrap();
+            tx.rollback().unwrap();
+            let tx = other.unchecked_transaction().unwrap();
+            for i in 0..20 {
+                tx.execute(
+                    "INSERT INTO theirs VALUES (?1, ?2)",
+                    rusqlite::params![round * 100 + i, theirs],
+                )
+                .unwrap();
+            }
+            tx.commit().unwrap();
+            // The shim's connection reads, then commits a row of its own.
+            let seen: i64 = shim
+                .query_row("SELECT COUNT(*) FROM theirs", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(seen, (round + 1) * 20);
+            shim.execute("INSERT INTO t VALUES (?1, 'mine')", [10_000 + round])
+                .unwrap();
+        }
+        drop(shim);
+        drop(other);
+        let again = Connection::open(&path).unwrap();
+        let check: String = again
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+        let count = |sql: &str| -> i64 { again.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(
+            count("SELECT COUNT(*) FROM theirs WHERE body = 'o' || substr(body, 2)"),
+            100
+        );
+        assert_eq!(count("SELECT COUNT(*) FROM t WHERE body = 'mine'"), 5);
+        assert_eq!(count("SELECT COUNT(*) FROM t WHERE body LIKE 'b%'"), 0);
+    }
+
+    /// The settings the shim depends on are what the connection it opens has.
+    #[test]
+    fn the_shim_opens_with_the_settings_it_needs() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_with_shim(&dir.path().join("t.db"));
+        let get = |p: &str| -> i64 {
+            conn.query_row(&format!("PRAGMA {p}"), [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!((get("synchronous"), get("cache_spill")), (2, 0));
     }
 
     /// What one connection commits through the shim, another (on the default VFS) reads at
@@ -378,13 +510,13 @@ mod tests {
     }
 
     /// A checkpoint run by the shim's own connection reads the WAL through it; a rolled-back
-    /// transaction that spilled frames leaves nothing behind.
+    /// transaction larger than the page cache leaves nothing behind.
     #[test]
     fn checkpoints_and_rollbacks_through_the_shim() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let conn = open_with_shim(&path);
-        conn.pragma_update(None, "cache_size", 10).unwrap(); // spills frames mid-transaction
+        conn.pragma_update(None, "cache_size", 10).unwrap(); // the cache outgrows it (no spill)
         conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
             .unwrap();
         let body = "y".repeat(3000);
