@@ -158,7 +158,8 @@ impl HotWriter {
                 Connection::open(path)?
             }
         };
-        // Per-connection settings, the same as the sqlx connections'.
+        // Per-connection settings, the same as the sqlx connections'. (Never lower
+        // `synchronous` or turn `cache_spill` back on here: the WAL VFS depends on both.)
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;

@@ -215,6 +215,7 @@ unsafe fn flush(file: *mut ffi::sqlite3_file) -> c_int {
         }
         let f = inner(file);
         let Some(write) = methods(f).xWrite else {
+            held.clear();
             return ffi::SQLITE_IOERR_WRITE;
         };
         let mut rc = ffi::SQLITE_OK;
@@ -247,7 +248,8 @@ unsafe extern "C" fn write(
         let held = &mut *(*wal).held;
         let amount = amount.max(0) as usize;
         let continues = !held.is_empty() && (*wal).start + held.len() as i64 == offset;
-        if !continues || held.len() + amount > BUFFER_LIMIT {
+        // A write too large to hold goes out after what is held, never before it.
+        if !continues || held.len() + amount > BUFFER_LIMIT || amount >= MAX_WRITE {
             let rc = flush(file);
             if rc != ffi::SQLITE_OK {
                 return rc;
