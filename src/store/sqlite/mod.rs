@@ -1122,6 +1122,14 @@ mod migration_tests {
 
     const BODIES: &str = "20261201000005_bodies_by_number.sql";
 
+    /// A project and two messages (one sent, one queued), in the columns every schema since
+    /// the first has.
+    const TWO_MESSAGES: &str = "INSERT INTO projects (id, created_at) VALUES ('p', 't');
+        INSERT INTO messages (id, project_id, message_type, status, size_bytes,
+            next_attempt_at, expires_at, created_at, updated_at)
+        VALUES ('m1', 'p', 'system', 'sent', 10, 1, 2, 't', 't'),
+               ('m2', 'p', 'system', 'queued', 20, 1, 2, 't', 't');";
+
     /// The migration files in order; those before `name` and `name` itself.
     fn migrations_up_to(name: &str) -> (Vec<String>, String) {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite");
@@ -1159,13 +1167,9 @@ mod migration_tests {
     /// the rebuild's SQL.
     fn before_rebuild() -> (tempfile::TempDir, Connection, String) {
         let (dir, conn, rebuild) = database_before(REBUILD);
+        conn.execute_batch(TWO_MESSAGES).unwrap();
         conn.execute_batch(
-            "INSERT INTO projects (id, created_at) VALUES ('p', 't');
-             INSERT INTO messages (id, project_id, message_type, status, size_bytes,
-                 next_attempt_at, expires_at, created_at, updated_at)
-             VALUES ('m1', 'p', 'system', 'sent', 10, 1, 2, 't', 't'),
-                    ('m2', 'p', 'system', 'queued', 20, 1, 2, 't', 't');
-             INSERT INTO message_bodies (message_id, content) VALUES ('m1', '{}'), ('m2', '{}');
+            "INSERT INTO message_bodies (message_id, content) VALUES ('m1', '{}'), ('m2', '{}');
              INSERT INTO message_recipients (message_id, position, address, kind, status)
              VALUES ('m1', 0, 'ana@example.com', 'to', 'sent'),
                     ('m2', 0, 'ana@example.com', 'to', 'pending'),
@@ -1345,13 +1349,9 @@ mod migration_tests {
     /// in the other order than their ids), and that migration's SQL.
     fn before_bodies() -> (tempfile::TempDir, Connection, String) {
         let (dir, conn, bodies) = database_before(BODIES);
+        conn.execute_batch(TWO_MESSAGES).unwrap();
         conn.execute_batch(
-            "INSERT INTO projects (id, created_at) VALUES ('p', 't');
-             INSERT INTO messages (id, project_id, message_type, status, size_bytes,
-                 next_attempt_at, expires_at, created_at, updated_at)
-             VALUES ('m1', 'p', 'system', 'sent', 10, 1, 2, 't', 't'),
-                    ('m2', 'p', 'system', 'queued', 20, 1, 2, 't', 't');
-             INSERT INTO message_bodies (message_id, content)
+            "INSERT INTO message_bodies (message_id, content)
              VALUES ('m2', '{\"two\"}'), ('m1', '{\"one\"}');",
         )
         .unwrap();
