@@ -28,7 +28,10 @@ BEGIN
 END;
 
 -- A message without its body fails the CHECK and stops the migration; nothing is committed.
-CREATE TEMP TABLE body_problems (n INTEGER NOT NULL CHECK (n = 0));
+-- The error names the constraint: "CHECK constraint failed: every_message_has_its_body".
+CREATE TEMP TABLE body_problems (
+    n INTEGER NOT NULL CONSTRAINT every_message_has_its_body CHECK (n = 0)
+);
 INSERT INTO body_problems SELECT COUNT(*) FROM messages
     WHERE NOT EXISTS (SELECT 1 FROM message_bodies b WHERE b.id = messages.body_id);
 DROP TABLE body_problems;

@@ -1401,7 +1401,8 @@ mod migration_tests {
         let (dir, conn, bodies) = before_bodies();
         conn.execute_batch("DELETE FROM message_bodies WHERE message_id = 'm2'")
             .unwrap();
-        assert!(conn.execute_batch(&bodies).is_err());
+        let refused = conn.execute_batch(&bodies).unwrap_err().to_string();
+        assert!(refused.contains("every_message_has_its_body"), "{refused}");
         drop(conn);
         let conn = Connection::open(dir.path().join("cartero.db")).unwrap();
         assert!(schema(&conn, "message_bodies").contains("message_id"));
