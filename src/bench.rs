@@ -927,6 +927,8 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Summary> {
         });
     }
     let m = |f: &dyn Fn(&Round) -> f64| median(runs.iter().map(f).collect());
+    let m_rate =
+        |f: &dyn Fn(&FixedRate) -> f64| m(&|r| r.cartero.fixed_rate.as_ref().map_or(0.0, f));
     let median_round = Round {
         cartero: CarteroRound {
             accepted_per_s: m(&|r| r.cartero.accepted_per_s),
@@ -941,16 +943,11 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Summary> {
             fixed_rate: (opts.rate > 0).then(|| FixedRate {
                 rate_per_s: opts.rate,
                 sent: runs[0].cartero.fixed_rate.as_ref().map_or(0, |f| f.sent),
-                p50_ms: m(&|r| r.cartero.fixed_rate.as_ref().map_or(0.0, |f| f.p50_ms)),
-                p99_ms: m(&|r| r.cartero.fixed_rate.as_ref().map_or(0.0, |f| f.p99_ms)),
-                p999_ms: m(&|r| r.cartero.fixed_rate.as_ref().map_or(0.0, |f| f.p999_ms)),
-                max_ms: m(&|r| r.cartero.fixed_rate.as_ref().map_or(0.0, |f| f.max_ms)),
-                disk_sync_max_ms: m(&|r| {
-                    r.cartero
-                        .fixed_rate
-                        .as_ref()
-                        .map_or(0.0, |f| f.disk_sync_max_ms)
-                }),
+                p50_ms: m_rate(&|f| f.p50_ms),
+                p99_ms: m_rate(&|f| f.p99_ms),
+                p999_ms: m_rate(&|f| f.p999_ms),
+                max_ms: m_rate(&|f| f.max_ms),
+                disk_sync_max_ms: m_rate(&|f| f.disk_sync_max_ms),
             }),
         },
         postfix_per_s: opts.postfix.then(|| m(&|r| r.postfix_per_s.unwrap_or(0.0))),
