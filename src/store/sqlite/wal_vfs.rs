@@ -1,10 +1,10 @@
-//! A VFS shim that gathers the WAL writes of one commit into one `pwrite`.
+//! A VFS shim that gathers the WAL writes of one commit into a few `pwrite` calls.
 //!
 //! SQLite appends each WAL frame with two writes, its 24-byte header and then its page: a
 //! group commit of ~20 messages is ~60 frames, so ~120 `pwrite` calls, each paying the system
 //! call and the file system's per-write work (inode timestamps, page-cache lookups). On this
-//! machine 124 such writes cost ~135 µs of CPU where one write of the same 255 KB costs ~15 µs
-//! (BENCHMARKS.md). The shim wraps the default VFS and, for WAL files only, holds writes that
+//! machine 124 such writes cost 134–163 µs of CPU where the same 255 KB in 124 KB pieces cost
+//! 17–30 µs (`bench/wal-writes.c`, BENCHMARKS.md). The shim wraps the default VFS and, for WAL files only, holds writes that
 //! continue one another in a buffer; the buffer goes to the file, in order, before anything
 //! that could observe it: a sync, a read, the file's size, a truncation, a file control, the
 //! close, or a write elsewhere in the file. Durability is untouched: SQLite counts a frame
@@ -33,10 +33,9 @@
 //! gave us, or reach the held buffer this module allocated for the file.
 
 use std::ffi::{CStr, c_char, c_int, c_void};
+use std::path::Path;
 use std::ptr;
 use std::sync::OnceLock;
-
-use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags, ffi};
 
@@ -171,14 +170,14 @@ unsafe fn methods(file: *mut ffi::sqlite3_file) -> &'static ffi::sqlite3_io_meth
     unsafe { &*(*file).pMethods }
 }
 
+/// `xOpen`: SQLite passes this VFS; the default VFS's `xOpen` gets its own.
 unsafe extern "C" fn open_file(
-    vfs: *mut ffi::sqlite3_vfs,
+    _vfs: *mut ffi::sqlite3_vfs,
     name: *const c_char,
     file: *mut ffi::sqlite3_file,
     flags: c_int,
     out_flags: *mut c_int,
 ) -> c_int {
-    let _ = vfs;
     let inner_vfs = inner_vfs();
     // SAFETY: SQLite hands us a file of szOsFile bytes; the default VFS's file fits at the
     // offset, and at the start for any file that is not a WAL.
@@ -202,7 +201,33 @@ unsafe extern "C" fn open_file(
     }
 }
 
-/// Writes the held bytes to the file.
+/// Writes `bytes` at `offset` through the default VFS, in pieces of at most [`MAX_WRITE`].
+///
+/// # Safety
+/// `file` is an open `WalFile`.
+unsafe fn write_out(file: *mut ffi::sqlite3_file, bytes: &[u8], mut offset: i64) -> c_int {
+    unsafe {
+        let f = inner(file);
+        let Some(write) = methods(f).xWrite else {
+            return ffi::SQLITE_IOERR_WRITE;
+        };
+        for piece in bytes.chunks(MAX_WRITE) {
+            let rc = write(
+                f,
+                piece.as_ptr() as *const c_void,
+                piece.len() as c_int,
+                offset,
+            );
+            if rc != ffi::SQLITE_OK {
+                return rc;
+            }
+            offset += piece.len() as i64;
+        }
+        ffi::SQLITE_OK
+    }
+}
+
+/// Writes the held bytes to the file; the buffer is empty afterwards, whatever the outcome.
 ///
 /// # Safety
 /// `file` is an open `WalFile`.
@@ -213,25 +238,7 @@ unsafe fn flush(file: *mut ffi::sqlite3_file) -> c_int {
         if held.is_empty() {
             return ffi::SQLITE_OK;
         }
-        let f = inner(file);
-        let Some(write) = methods(f).xWrite else {
-            held.clear();
-            return ffi::SQLITE_IOERR_WRITE;
-        };
-        let mut rc = ffi::SQLITE_OK;
-        let mut offset = (*wal).start;
-        for piece in held.chunks(MAX_WRITE) {
-            rc = write(
-                f,
-                piece.as_ptr() as *const c_void,
-                piece.len() as c_int,
-                offset,
-            );
-            if rc != ffi::SQLITE_OK {
-                break;
-            }
-            offset += piece.len() as i64;
-        }
+        let rc = write_out(file, held, (*wal).start);
         held.clear();
         rc
     }
@@ -246,7 +253,8 @@ unsafe extern "C" fn write(
     unsafe {
         let wal = file as *mut WalFile;
         let held = &mut *(*wal).held;
-        let amount = amount.max(0) as usize;
+        let data = std::slice::from_raw_parts(data as *const u8, amount.max(0) as usize);
+        let amount = data.len();
         let continues = !held.is_empty() && (*wal).start + held.len() as i64 == offset;
         // A write too large to hold goes out after what is held, never before it.
         if !continues || held.len() + amount > BUFFER_LIMIT || amount >= MAX_WRITE {
@@ -256,16 +264,12 @@ unsafe extern "C" fn write(
             }
         }
         if amount >= MAX_WRITE {
-            let f = inner(file);
-            return match methods(f).xWrite {
-                Some(w) => w(f, data, amount as c_int, offset),
-                None => ffi::SQLITE_IOERR_WRITE,
-            };
+            return write_out(file, data, offset);
         }
         if held.is_empty() {
             (*wal).start = offset;
         }
-        held.extend_from_slice(std::slice::from_raw_parts(data as *const u8, amount));
+        held.extend_from_slice(data);
         ffi::SQLITE_OK
     }
 }
