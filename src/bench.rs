@@ -79,7 +79,26 @@ pub struct FixedRate {
     /// waits for it, and this says so next to the p99.
     #[serde(default)]
     pub disk_sync_max_ms: f64,
+    /// The probe's syncs that took longer than [`SLOW_MS`] during the same seconds.
+    #[serde(default)]
+    pub disk_stalls: usize,
+    /// Submissions answered later than [`SLOW_MS`] (what the p99 target bounds)…
+    #[serde(default)]
+    pub slow: usize,
+    /// …and how many of them were waiting while one of the probe's syncs took longer than
+    /// [`SLOW_MS`]: those waited for the disk, as every commit then does.
+    #[serde(default)]
+    pub slow_during_disk_stall: usize,
+    /// The same probe just before, for as long, with the server idle: the disk on its own.
+    #[serde(default)]
+    pub idle_disk_sync_max_ms: f64,
+    #[serde(default)]
+    pub idle_disk_stalls: usize,
 }
+
+/// The accept-latency bound of the target (p99 under 10 ms at 1,000 msgs/s); a probe sync
+/// slower than this is a stall of the disk.
+const SLOW_MS: f64 = 10.0;
 
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Round {
@@ -739,10 +758,15 @@ async fn cartero_round(opts: &BenchOptions, prefill: usize) -> anyhow::Result<Ca
 /// defaults, 20,000 submissions over 20 s. (A 5 s window made its p99 the 50th slowest of
 /// 5,000, so one 50 ms stall of the disk, which holds back every commit meanwhile, decided it.)
 async fn fixed_rate(server: &Server, opts: &BenchOptions, dir: &Path) -> anyhow::Result<FixedRate> {
-    let probe = DiskProbe::start(&dir.join("disk-probe"))?;
     let total = opts.messages.max(opts.rate);
+    let window = Duration::from_secs_f64(total as f64 / opts.rate as f64);
+    // The disk on its own first, the server idle, for as long as the submissions take.
+    let probe = DiskProbe::start(&dir.join("disk-probe"))?;
+    tokio::time::sleep(window).await;
+    let idle = probe.stop()?;
+    let probe = DiskProbe::start(&dir.join("disk-probe"))?;
     // Idle keep-alive connections; a submission finding none opens another (open loop).
-    let idle = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Poster>::new()));
+    let idle_posters = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Poster>::new()));
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / opts.rate as f64));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut tasks = Vec::with_capacity(total);
@@ -750,26 +774,32 @@ async fn fixed_rate(server: &Server, opts: &BenchOptions, dir: &Path) -> anyhow:
     for i in 0..total {
         ticker.tick().await;
         let b = body(&text, 20_000_000 + i);
-        let idle = idle.clone();
+        let idle_posters = idle_posters.clone();
         let (port, token) = (server.port, server.token.clone());
         tasks.push(tokio::spawn(async move {
             // From the tick: a submission that needs a new connection waits for it too.
             let t = Instant::now();
-            let taken = idle.lock().expect("not poisoned").pop();
+            let taken = idle_posters.lock().expect("not poisoned").pop();
             let mut poster = match taken {
                 Some(p) => p,
                 None => Poster::connect(port, &token).await?,
             };
             poster.post(b).await?;
-            idle.lock().expect("not poisoned").push(poster);
-            anyhow::Ok(t.elapsed().as_secs_f64() * 1000.0)
+            idle_posters.lock().expect("not poisoned").push(poster);
+            anyhow::Ok(Span {
+                at: t,
+                took: t.elapsed(),
+            })
         }));
     }
-    let mut lat = Vec::with_capacity(total);
+    let mut spans = Vec::with_capacity(total);
     for t in tasks {
-        lat.push(t.await??);
+        spans.push(t.await??);
     }
-    let disk_sync_max_ms = probe.stop()?;
+    let syncs = probe.stop()?;
+    let slow = over_bound(&spans);
+    let disk_stalls = over_bound(&syncs);
+    let mut lat: Vec<f64> = spans.iter().map(|s| ms(s.took)).collect();
     lat.sort_by(|a, b| a.total_cmp(b));
     Ok(FixedRate {
         rate_per_s: opts.rate,
@@ -778,15 +808,59 @@ async fn fixed_rate(server: &Server, opts: &BenchOptions, dir: &Path) -> anyhow:
         p99_ms: percentile(&lat, 0.99),
         p999_ms: percentile(&lat, 0.999),
         max_ms: lat.last().copied().unwrap_or(0.0),
-        disk_sync_max_ms,
+        disk_sync_max_ms: slowest(&syncs),
+        disk_stalls: disk_stalls.len(),
+        slow: slow.len(),
+        slow_during_disk_stall: overlapping(&slow, &disk_stalls),
+        idle_disk_sync_max_ms: slowest(&idle),
+        idle_disk_stalls: over_bound(&idle).len(),
     })
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Something that started at `at` and lasted `took`: a submission, or a synced write of the
+/// disk probe.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    at: Instant,
+    took: Duration,
+}
+
+impl Span {
+    fn overlaps(&self, other: &Span) -> bool {
+        self.at < other.at + other.took && other.at < self.at + self.took
+    }
+}
+
+/// The spans that lasted longer than [`SLOW_MS`]: slow submissions, or the probe's stalls.
+fn over_bound(spans: &[Span]) -> Vec<Span> {
+    spans
+        .iter()
+        .copied()
+        .filter(|s| ms(s.took) > SLOW_MS)
+        .collect()
+}
+
+fn slowest(syncs: &[Span]) -> f64 {
+    syncs.iter().map(|s| ms(s.took)).fold(0.0, f64::max)
+}
+
+/// How many of `spans` overlap at least one of `stalls`.
+fn overlapping(spans: &[Span], stalls: &[Span]) -> usize {
+    spans
+        .iter()
+        .filter(|s| stalls.iter().any(|stall| s.overlaps(stall)))
+        .count()
 }
 
 /// Times a small synced write on the disk under test every 20 ms, on a thread of its own,
 /// until stopped: the disk's own stalls, told apart from cartero's.
 struct DiskProbe {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<std::io::Result<f64>>,
+    thread: std::thread::JoinHandle<std::io::Result<Vec<Span>>>,
 }
 
 impl DiskProbe {
@@ -803,28 +877,29 @@ impl DiskProbe {
         let stopped = stop.clone();
         let thread = std::thread::spawn(move || {
             let block = [0x5au8; 4096];
-            let mut slowest = 0.0f64;
+            let mut syncs = Vec::new();
             while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
-                let t = Instant::now();
+                let at = Instant::now();
                 file.write_all_at(&block, 0)?;
                 file.sync_data()?;
-                slowest = slowest.max(t.elapsed().as_secs_f64() * 1000.0);
+                syncs.push(Span {
+                    at,
+                    took: at.elapsed(),
+                });
                 std::thread::sleep(Duration::from_millis(20));
             }
-            Ok(slowest)
+            Ok(syncs)
         });
         Ok(DiskProbe { stop, thread })
     }
 
-    /// The slowest synced write, in ms.
-    fn stop(self) -> anyhow::Result<f64> {
+    /// Every synced write it timed.
+    fn stop(self) -> anyhow::Result<Vec<Span>> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let slowest = self
-            .thread
+        self.thread
             .join()
             .map_err(|_| anyhow::anyhow!("the disk probe panicked"))?
-            .context("the disk probe's write failed")?;
-        Ok(slowest)
+            .context("the disk probe's write failed")
     }
 }
 
@@ -948,6 +1023,11 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Summary> {
                 p999_ms: m_rate(&|f| f.p999_ms),
                 max_ms: m_rate(&|f| f.max_ms),
                 disk_sync_max_ms: m_rate(&|f| f.disk_sync_max_ms),
+                disk_stalls: m_rate(&|f| f.disk_stalls as f64) as usize,
+                slow: m_rate(&|f| f.slow as f64) as usize,
+                slow_during_disk_stall: m_rate(&|f| f.slow_during_disk_stall as f64) as usize,
+                idle_disk_sync_max_ms: m_rate(&|f| f.idle_disk_sync_max_ms),
+                idle_disk_stalls: m_rate(&|f| f.idle_disk_stalls as f64) as usize,
             }),
         },
         postfix_per_s: opts.postfix.then(|| m(&|r| r.postfix_per_s.unwrap_or(0.0))),
@@ -1036,8 +1116,16 @@ pub fn table(s: &Summary) -> String {
             f.rate_per_s, f.sent, f.p50_ms, f.p99_ms, f.p999_ms, f.max_ms
         ));
         out.push_str(&format!(
-            "| meanwhile, the slowest 4 KB write + fdatasync of a disk probe | {:.1} ms | | |\n",
-            f.disk_sync_max_ms
+            "| submissions answered after {SLOW_MS:.0} ms; of them, while the disk probe stalled | {} of {}; {} | | |\n",
+            f.slow, f.sent, f.slow_during_disk_stall
+        ));
+        out.push_str(&format!(
+            "| meanwhile, a disk probe's 4 KB write + fdatasync every 20 ms: slowest; over {SLOW_MS:.0} ms | {:.1} ms; {} | | |\n",
+            f.disk_sync_max_ms, f.disk_stalls
+        ));
+        out.push_str(&format!(
+            "| the same probe just before, server idle: slowest; over {SLOW_MS:.0} ms | {:.1} ms; {} | | |\n",
+            f.idle_disk_sync_max_ms, f.idle_disk_stalls
         ));
     }
     out.push_str(&format!("| peak RSS | {:.0} MB | | |\n", c.peak_rss_mb));
@@ -1067,4 +1155,44 @@ pub fn table(s: &Summary) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(base: Instant, from_ms: u64, took_ms: u64) -> Span {
+        Span {
+            at: base + Duration::from_millis(from_ms),
+            took: Duration::from_millis(took_ms),
+        }
+    }
+
+    #[test]
+    fn only_spans_over_the_bound_count() {
+        let base = Instant::now();
+        let syncs = [span(base, 0, 1), span(base, 20, 10), span(base, 40, 11)];
+        let found = over_bound(&syncs);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].at, base + Duration::from_millis(40));
+        assert_eq!(slowest(&syncs), 11.0);
+        assert_eq!(slowest(&[]), 0.0);
+    }
+
+    #[test]
+    fn a_slow_submission_counts_when_it_waited_through_part_of_a_stall() {
+        let base = Instant::now();
+        let stall = [span(base, 100, 50)]; // 100–150 ms
+        let slow = [
+            span(base, 90, 15),  // ends inside the stall
+            span(base, 120, 12), // inside it
+            span(base, 140, 30), // starts inside it
+            span(base, 80, 100), // spans it
+            span(base, 150, 20), // starts as it ended
+            span(base, 60, 40),  // ends as it began
+            span(base, 300, 25), // long after
+        ];
+        assert_eq!(overlapping(&slow, &stall), 4);
+        assert_eq!(overlapping(&slow, &[]), 0);
+    }
 }
