@@ -225,7 +225,7 @@ impl Sink {
         })
     }
 
-    /// Messages the sink has received so far (`mesg=N` of its last counter line).
+    /// Messages the sink has received so far (`mesg=N` of its last counter record).
     fn count(&self) -> usize {
         let mut text = String::new();
         if let Ok(mut f) = std::fs::File::open(&self.counter) {
@@ -234,11 +234,7 @@ impl Sink {
             let _ = f.seek(SeekFrom::Start(len.saturating_sub(128)));
             let _ = f.read_to_string(&mut text);
         }
-        text.rsplit("mesg=")
-            .next()
-            .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
+        last_count(&text).unwrap_or(0)
     }
 
     /// Waits until the sink counted `n` messages; returns when it happened.
@@ -257,6 +253,17 @@ impl Sink {
             std::thread::sleep(Duration::from_millis(2));
         }
     }
+}
+
+/// The `mesg=N` of the last whole record in the tail of smtp-sink's counter output
+/// (`sess=N quit=N mesg=N\r` per event). What follows the last `\r` is skipped: a read
+/// that meets a record still being written would otherwise take `mesg=2` of `mesg=20011`.
+fn last_count(tail: &str) -> Option<usize> {
+    let mut records = tail.split('\r');
+    records.next_back();
+    records
+        .rev()
+        .find_map(|r| r.rsplit_once("mesg=").and_then(|(_, n)| n.parse().ok()))
 }
 
 impl Drop for Sink {
@@ -1166,6 +1173,23 @@ mod tests {
             at: base + Duration::from_millis(from_ms),
             took: Duration::from_millis(took_ms),
         }
+    }
+
+    #[test]
+    fn the_sink_count_is_its_last_whole_record() {
+        assert_eq!(
+            last_count("sess=1 quit=1 mesg=1\rsess=1 quit=1 mesg=2\r"),
+            Some(2)
+        );
+        // The last record still being written: the one before it counts.
+        assert_eq!(
+            last_count("quit=19 mesg=20010\rsess=19 quit=19 mesg=2"),
+            Some(20010)
+        );
+        // The tail may begin inside a record.
+        assert_eq!(last_count("g=7\rsess=3 quit=3 mesg=8\rsess"), Some(8));
+        assert_eq!(last_count("sess=0 quit=0 mesg="), None);
+        assert_eq!(last_count(""), None);
     }
 
     #[test]
