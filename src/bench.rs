@@ -86,7 +86,8 @@ pub struct FixedRate {
     #[serde(default)]
     pub slow: usize,
     /// …and how many of them were waiting while one of the probe's syncs took longer than
-    /// [`SLOW_MS`]: those waited for the disk, as every commit then does.
+    /// [`SLOW_MS`]: while the disk stalls, every commit waits for it. (The probe's sync may
+    /// also wait behind cartero's own writes; the idle probe below has none of those.)
     #[serde(default)]
     pub slow_during_disk_stall: usize,
     /// The same probe just before, for as long, with the server idle: the disk on its own.
