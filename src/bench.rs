@@ -661,7 +661,7 @@ impl Poster {
                 String::from_utf8_lossy(&answer)
             );
         }
-        Ok(t.elapsed().as_secs_f64() * 1000.0)
+        Ok(ms(t.elapsed()))
     }
 }
 
@@ -749,7 +749,7 @@ async fn cartero_round(opts: &BenchOptions, prefill: usize) -> anyhow::Result<Ca
         while sink.count() <= before && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
-        singles.push((Instant::now() - accepted).as_secs_f64() * 1000.0);
+        singles.push(ms(accepted.elapsed()));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     round.single_message_ms = median(singles);
