@@ -366,6 +366,14 @@ mod tests {
         conn
     }
 
+    /// SQLite finds the database whole.
+    fn assert_whole(conn: &Connection) {
+        let check: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+    }
+
     /// A transaction larger than the page cache, rolled back, while another connection (on
     /// the default VFS, as the sqlx pool) writes the same database: what the other one
     /// committed stays whole. With cache spills on, this fails (checked): the update spills
@@ -428,10 +436,7 @@ mod tests {
         drop(shim);
         drop(other);
         let again = Connection::open(&path).unwrap();
-        let check: String = again
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(check, "ok");
+        assert_whole(&again);
         let count = |sql: &str| -> i64 { again.query_row(sql, [], |r| r.get(0)).unwrap() };
         assert_eq!(
             count("SELECT COUNT(*) FROM theirs WHERE body = 'o' || substr(body, 2)"),
@@ -509,10 +514,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!((n, len), (1000, 1000 * 5000));
-        let check: String = copy
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(check, "ok");
+        assert_whole(&copy);
     }
 
     /// A checkpoint run by the shim's own connection reads the WAL through it; a rolled-back
@@ -548,9 +550,6 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 200);
-        let check: String = again
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(check, "ok");
+        assert_whole(&again);
     }
 }
