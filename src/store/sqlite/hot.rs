@@ -25,7 +25,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
-use super::{next_seq, recipients_from_json, recipients_of_messages, ts};
+use super::{insert_next_row, recipients_from_json, recipients_of_messages, ts};
 use crate::domain::message::MessageStatus;
 use crate::store::{
     ClaimedContent, ClaimedMessage, DeliveryUpdate, Enqueued, NewMessage, OnCommit, StoreError,
@@ -522,20 +522,25 @@ fn record(conn: &Connection, updates: &[DeliveryUpdate], at: &str) -> Result<(),
            last_code = ?6, last_reply = ?7, attempt_count = attempt_count + ?8, updated_at = ?9 \
          WHERE id = ?1 AND status = 'sending'",
     )?;
+    // The message's number, for its rows in `attempts` and `events`. (A `RETURNING` on the
+    // update costs more: SQLite runs it as a trigger into a temporary table.)
+    let mut number = conn.prepare_cached("SELECT body_id FROM messages WHERE id = ?1")?;
     let mut recipient = conn.prepare_cached(
         "UPDATE message_recipients SET status = ?3, reply = ?4 \
          WHERE message_id = ?1 AND position = ?2",
     )?;
-    let mut attempt = conn.prepare_cached(concat!(
-        "INSERT INTO attempts (message_id, seq, account_id, account_name, started_at, \
-               duration_ms, outcome, reply, diagnosis_code, note, transcript) VALUES (?1, ",
-        next_seq!("attempts"),
-        ", ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+    let mut attempt = conn.prepare_cached(insert_next_row!(
+        "attempts",
+        "?1",
+        "account_id, account_name, started_at, duration_ms, outcome, reply, diagnosis_code, \
+         note, transcript",
+        "?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10"
     ))?;
-    let mut event = conn.prepare_cached(concat!(
-        "INSERT INTO events (message_id, seq, kind, detail, at) VALUES (?1, ",
-        next_seq!("events"),
-        ", ?2, ?3, ?4)"
+    let mut event = conn.prepare_cached(insert_next_row!(
+        "events",
+        "?1",
+        "kind, detail, at",
+        "?2, ?3, ?4"
     ))?;
     let mut send = conn.prepare_cached(
         "INSERT INTO account_sends (account_id, minute, count) VALUES (?1, ?2, ?3) \
@@ -559,11 +564,25 @@ fn record(conn: &Connection, updates: &[DeliveryUpdate], at: &str) -> Result<(),
         for (position, status, reply) in &u.recipients {
             recipient.execute(params![u.message_id, position, status, reply])?;
         }
-        for a in &u.attempts {
+        // A message no longer `sending` (its lease ran out) still keeps what the round did; a
+        // message that is gone (or has no number) has nowhere to keep it.
+        let body_id: Option<i64> = if u.attempts.is_empty() && u.events.is_empty() {
+            None
+        } else {
+            number
+                .query_row(params![u.message_id], |r| r.get(0))
+                .optional()?
+                .flatten()
+        };
+        let (attempts, events) = match body_id {
+            Some(_) => (&u.attempts[..], &u.events[..]),
+            None => (&[][..], &[][..]),
+        };
+        for a in attempts {
             let transcript =
                 serde_json::to_string(&a.transcript).unwrap_or_else(|_| "[]".to_string());
             attempt.execute(params![
-                u.message_id,
+                body_id,
                 a.account_id,
                 a.account_name,
                 ts(a.started_at),
@@ -575,8 +594,8 @@ fn record(conn: &Connection, updates: &[DeliveryUpdate], at: &str) -> Result<(),
                 transcript,
             ])?;
         }
-        for (kind, detail) in &u.events {
-            event.execute(params![u.message_id, kind, detail, at])?;
+        for (kind, detail) in events {
+            event.execute(params![body_id, kind, detail, at])?;
         }
         for (account, minute) in &u.sends {
             match sends

@@ -723,10 +723,14 @@ impl Store for SqliteStore {
     }
 
     async fn message_attempts(&self, id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM attempts WHERE message_id = ? ORDER BY seq")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(concat!(
+            "SELECT a.* FROM messages m JOIN attempts a ON ",
+            rows_of_number!("a.id", "m.body_id"),
+            " WHERE m.id = ? ORDER BY a.id"
+        ))
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 let transcript: String = r.try_get("transcript")?;
@@ -750,8 +754,10 @@ impl Store for SqliteStore {
         let rows = sqlx::query(concat!(
             "SELECT 'queued' AS kind, NULL AS detail, created_at AS at, 0 AS seq ",
             "FROM messages WHERE id = ?1 ",
-            "UNION ALL SELECT kind, detail, at, seq FROM events WHERE message_id = ?1 ",
-            "ORDER BY seq"
+            "UNION ALL SELECT e.kind, e.detail, e.at, e.id & 1048575 AS seq ",
+            "FROM messages m JOIN events e ON ",
+            rows_of_number!("e.id", "m.body_id"),
+            " WHERE m.id = ?1 ORDER BY seq"
         ))
         .bind(id)
         .fetch_all(&self.pool)
@@ -990,16 +996,20 @@ async fn add_event(
     id: &str,
     kind: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query(concat!(
-        "INSERT INTO events (message_id, seq, kind, at) VALUES (?1, ",
-        next_seq!("events"),
-        ", ?2, ?3)"
-    ))
-    .bind(id)
-    .bind(kind)
-    .bind(ts(OffsetDateTime::now_utc()))
-    .execute(&mut **tx)
-    .await?;
+    // Callers read the message's status in this transaction first: it exists.
+    let number: Option<i64> = sqlx::query_scalar("SELECT body_id FROM messages WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .flatten();
+    let number =
+        number.ok_or_else(|| StoreError::Corrupt(format!("message {id} has no number")))?;
+    sqlx::query(insert_next_row!("events", "?1", "kind, at", "?2, ?3"))
+        .bind(number)
+        .bind(kind)
+        .bind(ts(OffsetDateTime::now_utc()))
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
@@ -1015,18 +1025,64 @@ macro_rules! recipients_of_messages {
 }
 use recipients_of_messages;
 
-/// The next `seq` of a message's rows in `attempts` or `events` (keyed by `(message_id, seq)`),
-/// for an insert whose message id is `?1`: one step down the primary key's B-tree.
-macro_rules! next_seq {
-    ($table:literal) => {
+/// The key of a message's next row in `attempts` or `events`, which are keyed by the message's
+/// number and the row's place among its rows (`number << 20 | seq`, `seq` from 1): one step
+/// down the table's B-tree to the message's last row. `$number` is the SQL of the number.
+/// A message holding all its 1,048,575 rows gets its last row's key again.
+macro_rules! next_row_id {
+    ($table:literal, $number:literal) => {
         concat!(
-            "(SELECT COALESCE(MAX(seq), 0) + 1 FROM ",
+            "(SELECT COALESCE(MAX(id), ",
+            $number,
+            " << 20) + 1 FROM ",
             $table,
-            " WHERE message_id = ?1)"
+            " WHERE id BETWEEN ",
+            $number,
+            " << 20 AND (",
+            $number,
+            " << 20) + 1048574)"
         )
     };
 }
-use next_seq;
+use next_row_id;
+
+/// `INSERT INTO $table ($columns) VALUES ($values)` as the message's next row (see
+/// [`next_row_id`]; `id` comes first). A message that holds all the rows it can takes no
+/// more: `OR IGNORE` skips the row whose key is taken. The number must not be NULL (a NULL
+/// key would be given the table's next rowid), nor any NOT NULL value (the row would be
+/// skipped): callers bind them from values that have them.
+macro_rules! insert_next_row {
+    ($table:literal, $number:literal, $columns:literal, $values:literal) => {
+        concat!(
+            "INSERT OR IGNORE INTO ",
+            $table,
+            " (id, ",
+            $columns,
+            ") VALUES (",
+            $crate::store::sqlite::next_row_id!($table, $number),
+            ", ",
+            $values,
+            ")"
+        )
+    };
+}
+use insert_next_row;
+
+/// The rows of message number `$number` in `attempts` or `events`: the SQL of a condition on
+/// their key `$id`.
+macro_rules! rows_of_number {
+    ($id:literal, $number:literal) => {
+        concat!(
+            $id,
+            " BETWEEN (",
+            $number,
+            " << 20) + 1 AND (",
+            $number,
+            " << 20) + 1048575"
+        )
+    };
+}
+use rows_of_number;
 
 /// Recipients as [`recipients_of_messages`] returns them.
 fn recipients_from_json(text: &str) -> Result<Vec<RecipientRow>, StoreError> {
@@ -1121,6 +1177,8 @@ mod migration_tests {
     const BY_MESSAGE: &str = "20261201000004_attempts_events_by_message.sql";
 
     const BODIES: &str = "20261201000005_bodies_by_number.sql";
+
+    const BY_NUMBER: &str = "20261201000006_attempts_events_by_number.sql";
 
     /// A project and two messages (one sent, one queued), in the columns every schema since
     /// the first has.
@@ -1321,11 +1379,8 @@ mod migration_tests {
         assert_eq!(count(&conn, "PRAGMA foreign_keys"), 1);
         // The next row of a message follows its last one.
         conn.execute(
-            concat!(
-                "INSERT INTO events (message_id, seq, kind, at) VALUES (?1, ",
-                super::next_seq!("events"),
-                ", 'cancelled', 'f')"
-            ),
+            "INSERT INTO events (message_id, seq, kind, at) VALUES (?1, \
+             (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE message_id = ?1), 'cancelled', 'f')",
             ["m1"],
         )
         .unwrap();
@@ -1408,5 +1463,136 @@ mod migration_tests {
         assert!(schema(&conn, "message_bodies").contains("message_id"));
         assert!(!schema(&conn, "messages").contains("body_id"));
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM message_bodies"), 1);
+    }
+
+    /// A database before attempts and events are keyed by number: two messages (numbers 1
+    /// and 2) with their bodies, attempts and events, written interleaved as deliveries do.
+    fn before_by_number() -> (tempfile::TempDir, Connection, String) {
+        let (dir, conn, by_number) = database_before(BY_NUMBER);
+        conn.execute_batch(
+            "INSERT INTO projects (id, created_at) VALUES ('p', 't');
+             INSERT INTO message_bodies (content) VALUES ('{}'), ('{}');
+             INSERT INTO messages (id, project_id, message_type, status, size_bytes,
+                 next_attempt_at, expires_at, created_at, updated_at, body_id)
+             VALUES ('m1', 'p', 'system', 'sent', 10, 1, 2, 't', 't', 1),
+                    ('m2', 'p', 'system', 'failed', 20, 1, 2, 't', 't', 2);
+             INSERT INTO attempts (message_id, seq, started_at, duration_ms, outcome, transcript)
+             VALUES ('m1', 1, 't1', 5, 'deferred', '[]'), ('m2', 1, 't2', 5, 'deferred', '[]'),
+                    ('m1', 2, 't3', 5, 'sent', '[]'), ('m2', 2, 't4', 5, 'failed', '[]');
+             INSERT INTO events (message_id, seq, kind, at)
+             VALUES ('m1', 1, 'deferred', 'a'), ('m2', 1, 'deferred', 'b'),
+                    ('m2', 2, 'retried', 'c'), ('m1', 2, 'sent', 'd'), ('m2', 3, 'failed', 'e');",
+        )
+        .unwrap();
+        (dir, conn, by_number)
+    }
+
+    /// Keyed by number, every attempt and event stays with its message and in its place; the
+    /// next row of a message follows its last one, a full message takes no more, and a deleted
+    /// message takes its rows along.
+    #[test]
+    fn attempts_and_events_keyed_by_number_stay_with_their_messages() {
+        let (_dir, conn, by_number) = before_by_number();
+        conn.execute_batch(&by_number).unwrap();
+
+        assert!(!schema(&conn, "attempts").contains("message_id"));
+        assert!(!schema(&conn, "events").contains("WITHOUT ROWID"));
+        assert_eq!(
+            count(
+                &conn,
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND tbl_name IN ('attempts', 'events')"
+            ),
+            0,
+            "one B-tree each: no index beside the rowid"
+        );
+        assert_eq!(count(&conn, "PRAGMA foreign_keys"), 1);
+        let rows = |sql: &str| -> Vec<String> {
+            let mut stmt = conn.prepare(sql).unwrap();
+            stmt.query_map([], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        assert_eq!(
+            rows(
+                "SELECT (id >> 20) || ':' || (id & 1048575) || started_at FROM attempts ORDER BY id"
+            ),
+            ["1:1t1", "1:2t3", "2:1t2", "2:2t4"]
+        );
+        assert_eq!(
+            rows("SELECT (id >> 20) || ':' || (id & 1048575) || kind FROM events ORDER BY id"),
+            [
+                "1:1deferred",
+                "1:2sent",
+                "2:1deferred",
+                "2:2retried",
+                "2:3failed"
+            ]
+        );
+
+        let next_event = |number: i64| {
+            conn.execute(
+                super::insert_next_row!("events", "?1", "kind, at", "'cancelled', 'f'"),
+                [number],
+            )
+            .unwrap()
+        };
+        assert_eq!(next_event(1), 1);
+        assert_eq!(
+            count(
+                &conn,
+                "SELECT id & 1048575 FROM events WHERE kind = 'cancelled'"
+            ),
+            3
+        );
+        // Message 3 has no rows yet: its first is seq 1.
+        assert_eq!(next_event(3), 1);
+        assert_eq!(count(&conn, "SELECT MAX(id) FROM events"), (3 << 20) + 1);
+        // A message holding its last possible rows takes no more (and spills into no other).
+        conn.execute_batch(
+            "INSERT INTO events (id, kind, at) VALUES ((2 << 20) + 1048574, 'retried', 'g'),
+                                                      ((2 << 20) + 1048575, 'retried', 'h');",
+        )
+        .unwrap();
+        assert_eq!(next_event(2), 0);
+        assert_eq!(
+            count(&conn, "SELECT COUNT(*) FROM events WHERE id >> 20 = 3"),
+            1
+        );
+
+        // A deleted message takes its rows and its body along, and only its own.
+        conn.execute("DELETE FROM messages WHERE id = 'm2'", [])
+            .unwrap();
+        assert_eq!(
+            rows("SELECT started_at FROM attempts ORDER BY id"),
+            ["t1", "t3"]
+        );
+        assert_eq!(
+            count(&conn, "SELECT COUNT(*) FROM events WHERE id >> 20 = 1"),
+            3
+        );
+        assert_eq!(
+            count(&conn, "SELECT COUNT(*) FROM events WHERE id >> 20 = 2"),
+            0
+        );
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM message_bodies"), 1);
+    }
+
+    #[test]
+    fn a_row_without_its_message_stops_the_keying_and_changes_nothing() {
+        let (dir, conn, by_number) = before_by_number();
+        conn.execute_batch(
+            "PRAGMA foreign_keys = OFF;
+             INSERT INTO events (message_id, seq, kind, at) VALUES ('gone', 1, 'sent', 't');",
+        )
+        .unwrap();
+        let refused = conn.execute_batch(&by_number).unwrap_err().to_string();
+        assert!(refused.contains("every_row_has_its_message"), "{refused}");
+        drop(conn);
+        let conn = Connection::open(dir.path().join("cartero.db")).unwrap();
+        assert!(schema(&conn, "events").contains("message_id"));
+        assert!(schema(&conn, "attempts").contains("message_id"));
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM events"), 6);
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM attempts"), 4);
     }
 }
