@@ -1245,6 +1245,15 @@ mod migration_tests {
         conn.query_row(sql, [], |r| r.get(0)).unwrap()
     }
 
+    /// The first column of every row of `sql`, as text.
+    fn texts(conn: &Connection, sql: &str) -> Vec<String> {
+        let mut stmt = conn.prepare(sql).unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
     #[test]
     fn the_rebuild_keeps_every_row_and_the_cascade() {
         let (_dir, conn, rebuild) = before_rebuild();
@@ -1355,13 +1364,7 @@ mod migration_tests {
             0,
             "no index beside the primary keys"
         );
-        let rows = |sql: &str| -> Vec<String> {
-            let mut stmt = conn.prepare(sql).unwrap();
-            stmt.query_map([], |r| r.get(0))
-                .unwrap()
-                .map(Result::unwrap)
-                .collect()
-        };
+        let rows = |sql: &str| texts(&conn, sql);
         assert_eq!(
             rows("SELECT message_id || seq || started_at FROM attempts ORDER BY message_id, seq"),
             ["m11t1", "m12t3", "m21t2", "m22t4"]
@@ -1506,13 +1509,7 @@ mod migration_tests {
             "one B-tree each: no index beside the rowid"
         );
         assert_eq!(count(&conn, "PRAGMA foreign_keys"), 1);
-        let rows = |sql: &str| -> Vec<String> {
-            let mut stmt = conn.prepare(sql).unwrap();
-            stmt.query_map([], |r| r.get(0))
-                .unwrap()
-                .map(Result::unwrap)
-                .collect()
-        };
+        let rows = |sql: &str| texts(&conn, sql);
         assert_eq!(
             rows(
                 "SELECT (id >> 20) || ':' || (id & 1048575) || started_at FROM attempts ORDER BY id"
