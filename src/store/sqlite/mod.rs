@@ -23,7 +23,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{ConnectOptions, Row, Sqlite, Transaction};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -88,7 +88,22 @@ impl SqliteStore {
             .max_connections(1)
             .connect_with(options.clone())
             .await?;
-        sqlx::migrate!("migrations/sqlite").run(&writer).await?;
+        // On their own connection, without sqlx's slow-statement warning: a step that rewrites
+        // a table takes seconds on a large database, and the warning would print its whole SQL.
+        // One line says how long the upgrade took instead.
+        let started = std::time::Instant::now();
+        let migrator = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone().disable_statement_logging())
+            .await?;
+        sqlx::migrate!("migrations/sqlite").run(&migrator).await?;
+        migrator.close().await;
+        if started.elapsed() > Duration::from_secs(1) {
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "database upgraded"
+            );
+        }
         let hot = hot::HotWriter::open(options.get_filename())?;
         let inline = inline::InlineReader::open(options.get_filename())?;
         let tokens = token_cache::TokenCache::open(options.get_filename());
