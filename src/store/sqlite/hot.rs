@@ -25,7 +25,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
-use super::{insert_next_row, recipients_from_json, recipients_of_messages, ts};
+use super::{NUMBER_OF_MESSAGE, insert_next_row, recipients_from_json, recipients_of_messages, ts};
 use crate::domain::message::MessageStatus;
 use crate::store::{
     ClaimedContent, ClaimedMessage, DeliveryUpdate, Enqueued, NewMessage, OnCommit, StoreError,
@@ -524,7 +524,7 @@ fn record(conn: &Connection, updates: &[DeliveryUpdate], at: &str) -> Result<(),
     )?;
     // The message's number, for its rows in `attempts` and `events`. (A `RETURNING` on the
     // update costs more: SQLite runs it as a trigger into a temporary table.)
-    let mut number = conn.prepare_cached("SELECT body_id FROM messages WHERE id = ?1")?;
+    let mut number_of = conn.prepare_cached(NUMBER_OF_MESSAGE)?;
     let mut recipient = conn.prepare_cached(
         "UPDATE message_recipients SET status = ?3, reply = ?4 \
          WHERE message_id = ?1 AND position = ?2",
@@ -566,36 +566,34 @@ fn record(conn: &Connection, updates: &[DeliveryUpdate], at: &str) -> Result<(),
         }
         // A message no longer `sending` (its lease ran out) still keeps what the round did; a
         // message that is gone (or has no number) has nowhere to keep it.
-        let body_id: Option<i64> = if u.attempts.is_empty() && u.events.is_empty() {
+        let number: Option<i64> = if u.attempts.is_empty() && u.events.is_empty() {
             None
         } else {
-            number
+            number_of
                 .query_row(params![u.message_id], |r| r.get(0))
                 .optional()?
                 .flatten()
         };
-        let (attempts, events) = match body_id {
-            Some(_) => (&u.attempts[..], &u.events[..]),
-            None => (&[][..], &[][..]),
-        };
-        for a in attempts {
-            let transcript =
-                serde_json::to_string(&a.transcript).unwrap_or_else(|_| "[]".to_string());
-            attempt.execute(params![
-                body_id,
-                a.account_id,
-                a.account_name,
-                ts(a.started_at),
-                a.duration_ms,
-                a.outcome,
-                a.reply,
-                a.diagnosis_code,
-                a.note,
-                transcript,
-            ])?;
-        }
-        for (kind, detail) in events {
-            event.execute(params![body_id, kind, detail, at])?;
+        if let Some(number) = number {
+            for a in &u.attempts {
+                let transcript =
+                    serde_json::to_string(&a.transcript).unwrap_or_else(|_| "[]".to_string());
+                attempt.execute(params![
+                    number,
+                    a.account_id,
+                    a.account_name,
+                    ts(a.started_at),
+                    a.duration_ms,
+                    a.outcome,
+                    a.reply,
+                    a.diagnosis_code,
+                    a.note,
+                    transcript,
+                ])?;
+            }
+            for (kind, detail) in &u.events {
+                event.execute(params![number, kind, detail, at])?;
+            }
         }
         for (account, minute) in &u.sends {
             match sends

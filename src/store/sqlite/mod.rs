@@ -1012,7 +1012,7 @@ async fn add_event(
     kind: &str,
 ) -> Result<(), StoreError> {
     // Callers read the message's status in this transaction first: it exists.
-    let number: Option<i64> = sqlx::query_scalar("SELECT body_id FROM messages WHERE id = ?")
+    let number: Option<i64> = sqlx::query_scalar(NUMBER_OF_MESSAGE)
         .bind(id)
         .fetch_optional(&mut **tx)
         .await?
@@ -1039,6 +1039,10 @@ macro_rules! recipients_of_messages {
     };
 }
 use recipients_of_messages;
+
+/// A message's number (`messages.body_id`) by its id `?1`: what keys its rows in `attempts`
+/// and `events`.
+const NUMBER_OF_MESSAGE: &str = "SELECT body_id FROM messages WHERE id = ?1";
 
 /// The key of a message's next row in `attempts` or `events`, which are keyed by the message's
 /// number and the row's place among its rows (`number << 20 | seq`, `seq` from 1): one step
