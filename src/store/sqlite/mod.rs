@@ -98,11 +98,9 @@ impl SqliteStore {
             .await?;
         sqlx::migrate!("migrations/sqlite").run(&migrator).await?;
         migrator.close().await;
-        if started.elapsed() > Duration::from_secs(1) {
-            tracing::info!(
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "database upgraded"
-            );
+        let took = started.elapsed();
+        if took > Duration::from_secs(1) {
+            tracing::info!(elapsed_ms = took.as_millis() as u64, "database upgraded");
         }
         let hot = hot::HotWriter::open(options.get_filename())?;
         let inline = inline::InlineReader::open(options.get_filename())?;
