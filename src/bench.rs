@@ -34,6 +34,8 @@ pub struct BenchOptions {
     pub rtt: Duration,
     /// Extra round with this many messages already queued (deferred), 0 for none.
     pub queued: usize,
+    /// Extra round draining this many due messages queued while no server ran, 0 for none.
+    pub backlog: usize,
     /// Fixed submission rate (msgs/s) for the accept-latency measurement, 0 to skip.
     pub rate: usize,
     pub out: PathBuf,
@@ -121,6 +123,8 @@ pub struct Summary {
     pub ratio_cartero_postfix: Option<f64>,
     pub ratio_cartero_raw: f64,
     pub queued: Option<QueuedRound>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<BacklogRound>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -130,6 +134,18 @@ pub struct QueuedRound {
     pub peak_rss_mb: f64,
     /// With the queue full, as a fraction of the empty-queue figure.
     pub relative_to_empty: f64,
+}
+
+/// A queue that built up while no server ran (after an outage, say), drained from a cold start:
+/// every message goes through a claim, none is handed over at acceptance.
+#[derive(Debug, Clone, Serialize)]
+pub struct BacklogRound {
+    pub messages: usize,
+    /// From the server answering its health check until the sink counted the last message
+    /// (what it delivered before answering is left out of both the count and the time).
+    pub drained_per_s: f64,
+    pub cpu_us_per_message: f64,
+    pub peak_rss_mb: f64,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -592,11 +608,15 @@ fn body(text_json: &str, i: usize) -> String {
     )
 }
 
-/// The message text of [`body`], as a JSON string.
-fn text_json(size: usize) -> String {
+/// The message text of [`body`]: `size` bytes of lines of Latin.
+fn text(size: usize) -> String {
     let line = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.\n";
-    let text: String = line.repeat(size / line.len() + 1)[..size].to_string();
-    serde_json::to_string(&text).expect("a string serialises")
+    line.repeat(size / line.len() + 1)[..size].to_string()
+}
+
+/// [`text`] as a JSON string.
+fn text_json(size: usize) -> String {
+    serde_json::to_string(&text(size)).expect("a string serialises")
 }
 
 /// One keep-alive HTTP/1.1 connection of the load generator: hyper's client connection, with
@@ -708,7 +728,7 @@ async fn cartero_round(opts: &BenchOptions, prefill: usize) -> anyhow::Result<Ca
     let sink = Sink::start()?;
     let dir = tempfile::tempdir()?;
     if prefill > 0 {
-        prefill_queue(dir.path(), prefill).await?;
+        prefill_queue(dir.path(), prefill, Prefill::Parked).await?;
     }
     settle_disk();
     let (port, _relay) = destination(opts, &sink)?;
@@ -911,9 +931,43 @@ impl DiskProbe {
     }
 }
 
-/// Fills a fresh data directory's queue with `n` messages deferred for a day (type `parked`,
-/// which no account serves), as a paused account's backlog would be.
-async fn prefill_queue(dir: &Path, n: usize) -> anyhow::Result<()> {
+/// Drains `n` due messages that were queued while no server ran: starts `cartero serve` on
+/// them and times it from its first healthy answer until the sink counted them all.
+async fn backlog_round(opts: &BenchOptions, n: usize) -> anyhow::Result<BacklogRound> {
+    let sink = Sink::start()?;
+    let dir = tempfile::tempdir()?;
+    prefill_queue(dir.path(), n, Prefill::Due { size: opts.size }).await?;
+    settle_disk();
+    let (port, _relay) = destination(opts, &sink)?;
+    let server = start_server(opts, port, dir.path()).await?;
+    let (t0, before) = (Instant::now(), sink.count());
+    let cpu_before = server.cpu_seconds().unwrap_or(0.0);
+    let done = tokio::task::block_in_place(|| sink.wait_for(n, Duration::from_secs(1800)))?;
+    let cpu_after = server.cpu_seconds().unwrap_or(0.0);
+    let drained = (n - before.min(n)) as f64;
+    let round = BacklogRound {
+        messages: n,
+        drained_per_s: drained / (done - t0).as_secs_f64(),
+        cpu_us_per_message: (cpu_after - cpu_before) * 1e6 / drained.max(1.0),
+        peak_rss_mb: server.proc_field("status", "VmHWM").unwrap_or(0.0) / 1024.0,
+    };
+    server.stop();
+    Ok(round)
+}
+
+/// What [`prefill_queue`] puts in the queue.
+#[derive(Debug, Clone, Copy)]
+enum Prefill {
+    /// Deferred for a day, of type `parked` (which no account serves): a paused account's
+    /// backlog, that the round's own messages pass.
+    Parked,
+    /// Due now, of type `system` (the sink's account) and the round's size: a backlog that
+    /// built up while no server ran.
+    Due { size: usize },
+}
+
+/// Fills a fresh data directory's queue with `n` messages, stored as the intake stores them.
+async fn prefill_queue(dir: &Path, n: usize, what: Prefill) -> anyhow::Result<()> {
     let url = format!("sqlite://{}", dir.join("cartero.db").display());
     let store = crate::store::open(&url).await?;
     let bar = indicatif::ProgressBar::new(n as u64);
@@ -924,36 +978,49 @@ async fn prefill_queue(dir: &Path, n: usize) -> anyhow::Result<()> {
         .expect("valid")
         .progress_chars("=> "),
     );
-    let content = serde_json::to_string(&crate::domain::message::Content::Fields {
-        subject: "parked".into(),
-        text: Some("x".repeat(1000)),
-        html: None,
-        reply_to: None,
-        headers: vec![],
-        attachments: vec![],
-        template: None,
-    })?;
-    let later = crate::delivery::now_ms() + 24 * 3600 * 1000;
+    let (message_type, text, due) = match what {
+        Prefill::Parked => (
+            "parked",
+            "x".repeat(1000),
+            crate::delivery::now_ms() + 24 * 3600 * 1000,
+        ),
+        Prefill::Due { size } => ("system", text(size), crate::delivery::now_ms()),
+    };
+    let content = |i: usize| {
+        serde_json::to_string(&crate::domain::message::Content::Fields {
+            subject: match what {
+                Prefill::Parked => "parked".into(),
+                Prefill::Due { .. } => format!("Backlog {i}"),
+            },
+            text: Some(text.clone()),
+            html: None,
+            reply_to: None,
+            headers: vec![],
+            attachments: vec![],
+            template: None,
+        })
+    };
     let mut done = 0;
     while done < n {
-        let batch: Vec<crate::store::NewMessage> = (done..(done + 5000).min(n))
-            .map(|i| crate::store::NewMessage {
-                id: uuid::Uuid::now_v7().to_string(),
-                project_id: crate::store::DEFAULT_PROJECT.into(),
-                message_type: "parked".into(),
-                content: content.clone(),
-                size: 1000,
-                idempotency_key: None,
-                recipients: vec![(
-                    format!("parked{i}@example.com"),
-                    crate::domain::message::RecipientKind::To,
-                )],
-                // Due a day from now: deferred, as behind a paused account.
-                now_ms: later,
-                expires_at_ms: later + 3 * 24 * 3600 * 1000,
-                lease_until_ms: None,
+        let batch = (done..(done + 5000).min(n))
+            .map(|i| {
+                Ok(crate::store::NewMessage {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    project_id: crate::store::DEFAULT_PROJECT.into(),
+                    message_type: message_type.into(),
+                    content: content(i)?,
+                    size: text.len(),
+                    idempotency_key: None,
+                    recipients: vec![(
+                        format!("{message_type}{i}@example.com"),
+                        crate::domain::message::RecipientKind::To,
+                    )],
+                    now_ms: due,
+                    expires_at_ms: due + 3 * 24 * 3600 * 1000,
+                    lease_until_ms: None,
+                })
             })
-            .collect();
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let len = batch.len();
         store.enqueue(batch, None).await?;
         done += len;
@@ -1056,6 +1123,15 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Summary> {
     } else {
         None
     };
+    let backlog = if opts.backlog > 0 {
+        eprintln!(
+            "extra round: cartero draining a backlog of {} messages…",
+            opts.backlog
+        );
+        Some(backlog_round(opts, opts.backlog).await?)
+    } else {
+        None
+    };
     let summary = Summary {
         machine: machine(),
         messages: opts.messages,
@@ -1070,6 +1146,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Summary> {
         median: median_round,
         runs,
         queued,
+        backlog,
     };
     std::fs::write(&opts.out, serde_json::to_string_pretty(&summary)?)
         .with_context(|| format!("writing {}", opts.out.display()))?;
@@ -1153,6 +1230,12 @@ pub fn table(s: &Summary) -> String {
         "| one message, idle server: 202 → delivered | {:.1} ms | | |\n",
         c.single_message_ms
     ));
+    if let Some(b) = &s.backlog {
+        out.push_str(&format!(
+            "| draining a backlog of {} (queued with no server running) | {:.0} msgs/s, {:.0} µs CPU per message, RSS {:.0} MB | | |\n",
+            b.messages, b.drained_per_s, b.cpu_us_per_message, b.peak_rss_mb
+        ));
+    }
     if let Some(q) = &s.queued {
         out.push_str(&format!(
             "| end-to-end with {} already queued | {:.0} msgs/s ({:.0} % of empty), RSS {:.0} MB | | |\n",

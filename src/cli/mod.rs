@@ -105,6 +105,10 @@ struct BenchArgs {
     /// Also measure with this many messages already queued (deferred).
     #[arg(long, default_value_t = 0)]
     queued: usize,
+    /// Also measure draining this many due messages queued while no server ran (every one
+    /// claimed from the queue, none handed over at acceptance).
+    #[arg(long, default_value_t = 0)]
+    backlog: usize,
     /// Skip the Postfix comparison.
     #[arg(long)]
     no_postfix: bool,
@@ -112,7 +116,8 @@ struct BenchArgs {
     /// chunk half of it each way, as a provider across the internet would (0: none).
     #[arg(long, default_value_t = 0)]
     rtt_ms: u64,
-    /// 200 messages, one round, a 100 msgs/s latency check: proves the command works (CI).
+    /// 200 messages, one round, a 100 msgs/s latency check and a backlog of 200: proves the
+    /// command works (CI).
     #[arg(long)]
     smoke: bool,
     /// Where to write the JSON results.
@@ -280,6 +285,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 postfix: !args.no_postfix,
                 rtt: std::time::Duration::from_millis(args.rtt_ms),
                 queued: if args.smoke { 0 } else { args.queued },
+                backlog: if args.smoke { 200 } else { args.backlog },
                 rate: if args.smoke { 100 } else { args.rate },
                 out: args.out,
                 exe: match args.server {
