@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::account::{AccountType, EmailAddress};
 use super::i18n::{Locale, Text};
+use super::json_text;
 use super::validation::FieldError;
 
 /// Where a message is in its life.
@@ -156,6 +157,7 @@ pub struct Attachment {
     pub filename: String,
     pub content_type: String,
     /// Base64, as stored in the message's JSON content.
+    #[serde(serialize_with = "json_text::serialize")]
     pub data_base64: String,
 }
 
@@ -163,9 +165,12 @@ pub struct Attachment {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Content {
+    // The long strings are written by `json_text` (the same JSON, with less work).
     Fields {
         subject: String,
+        #[serde(serialize_with = "json_text::serialize_option")]
         text: Option<String>,
+        #[serde(serialize_with = "json_text::serialize_option")]
         html: Option<String>,
         reply_to: Option<String>,
         headers: Vec<(String, String)>,
@@ -174,6 +179,7 @@ pub enum Content {
         template: Option<String>,
     },
     Raw {
+        #[serde(serialize_with = "json_text::serialize")]
         data_base64: String,
     },
 }

@@ -6,6 +6,7 @@
 pub mod account;
 pub mod diagnosis;
 pub mod i18n;
+pub mod json_text;
 pub mod message;
 pub mod permission;
 pub mod presets;
