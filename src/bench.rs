@@ -1187,6 +1187,35 @@ pub fn table(s: &Summary) -> String {
             .map_or("—".into(), |r| format!("{r:.1}×")),
         s.ratio_cartero_raw
     ));
+    if s.runs.len() > 1 {
+        // The ratios of the medians above can pair a calm round of one pipeline with a slow
+        // round of another; each round's own ratio compares pipelines measured seconds apart.
+        let each = |ratio: &dyn Fn(&Round) -> Option<f64>, unit: &str, digits: usize| {
+            let all: Vec<String> = s
+                .runs
+                .iter()
+                .filter_map(ratio)
+                .map(|r| format!("{r:.digits$}{unit}"))
+                .collect();
+            if all.is_empty() {
+                "—".into()
+            } else {
+                all.join(", ")
+            }
+        };
+        out.push_str(&format!(
+            "| … in each round | | {} | {} |\n",
+            each(
+                &|r| r
+                    .postfix_per_s
+                    .filter(|p| *p > 0.0)
+                    .map(|p| r.cartero.end_to_end_per_s / p),
+                "×",
+                1
+            ),
+            each(&|r| Some(r.cartero.end_to_end_per_s / r.raw_per_s), "", 2)
+        ));
+    }
     out.push_str(&format!(
         "| accepted msgs/s (HTTP 202) | {:.0} | | |\n",
         c.accepted_per_s
@@ -1302,5 +1331,44 @@ mod tests {
         ];
         assert_eq!(overlapping(&slow, &stall), 4);
         assert_eq!(overlapping(&slow, &[]), 0);
+    }
+
+    #[test]
+    fn the_table_gives_each_rounds_own_ratios() {
+        let round = |cartero: f64, postfix: f64, raw: f64| Round {
+            cartero: CarteroRound {
+                end_to_end_per_s: cartero,
+                ..CarteroRound::default()
+            },
+            postfix_per_s: Some(postfix),
+            raw_per_s: raw,
+        };
+        let runs = vec![
+            round(5_000.0, 625.0, 12_500.0),
+            round(8_000.0, 800.0, 16_000.0),
+            round(9_000.0, 600.0, 15_000.0),
+        ];
+        let summary = Summary {
+            machine: String::new(),
+            messages: 3,
+            concurrency: 1,
+            size: 1,
+            rtt_ms: 0,
+            median: round(8_000.0, 625.0, 15_000.0),
+            ratio_cartero_postfix: Some(12.8),
+            ratio_cartero_raw: 8_000.0 / 15_000.0,
+            runs,
+            queued: None,
+            backlog: None,
+        };
+        let table = table(&summary);
+        assert!(
+            table.contains("| ratio cartero / … | 1 | 12.8× | 0.53 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| … in each round | | 8.0×, 10.0×, 15.0× | 0.40, 0.50, 0.60 |"),
+            "{table}"
+        );
     }
 }
