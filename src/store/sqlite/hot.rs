@@ -712,6 +712,27 @@ mod tests {
         (dir, conn)
     }
 
+    /// `.cargo/config.toml` sets how the bundled SQLite is compiled; a build that lost it
+    /// would share one locked page cache among all connections again.
+    #[test]
+    fn sqlite_is_built_with_a_page_cache_per_connection() {
+        let conn = Connection::open_in_memory().unwrap();
+        let mut stmt = conn.prepare("PRAGMA compile_options").unwrap();
+        let options: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+            "{options:?}"
+        );
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "{options:?}"
+        );
+    }
+
     /// Claims of 1, 2 and 3 messages from `conn`'s queue of six: how many each took, and how
     /// often SQLite compiled the claim again meanwhile.
     fn claims_and_recompiles(conn: &Connection) -> (Vec<usize>, i32) {
