@@ -320,6 +320,10 @@ impl Dispatcher {
             });
         let mut last_claim = Instant::now() - CLAIM_SPACING;
         let mut last_sweep = Instant::now();
+        let half = (self.settings.max_in_flight / 2).max(1);
+        let half_permits = u32::try_from(half).unwrap_or(u32::MAX);
+        // The last claim filled half the slots or more.
+        let mut draining = false;
         loop {
             if *shutdown.borrow() {
                 break;
@@ -329,10 +333,25 @@ impl Dispatcher {
                 self.requeue_expired_leases().await;
             }
             // Spacing claims lets each take what a few group commits brought instead of one
-            // claim per commit.
+            // claim per commit. Draining a backlog (the last claim filled half the slots or
+            // more, and left due messages), what a claim can take is bounded by the free slots
+            // instead: it goes as soon as half of them are free, if that comes before the
+            // spacing ends. (Waiting out the spacing with the slots free capped a backlog's
+            // drain at 256 messages per 20 ms: 8,800-10,800 msgs/s.) Smaller claims, beside
+            // hand-offs that hold most slots, keep the spacing: claiming more often there cost
+            // ~3 % end to end.
             let since = last_claim.elapsed();
             if since < CLAIM_SPACING {
-                tokio::time::sleep(CLAIM_SPACING - since).await;
+                let spacing = tokio::time::sleep(CLAIM_SPACING - since);
+                if draining && self.backlog.load(Ordering::Relaxed) {
+                    tokio::select! {
+                        _ = spacing => {}
+                        // Dropped at once: the claim takes whatever is free when it runs.
+                        _ = in_flight.acquire_many(half_permits) => {}
+                    }
+                } else {
+                    spacing.await;
+                }
             }
             last_claim = Instant::now();
             let claimed = match self.claim(&in_flight).await {
@@ -346,6 +365,7 @@ impl Dispatcher {
                 }
             };
             let got = claimed.len();
+            draining = got >= half;
             if got > 0 {
                 let routes = self.routes_or_last().await;
                 for (message, permit) in claimed {
