@@ -183,4 +183,30 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn a_stored_message_reads_back_as_it_was() {
+        use crate::domain::message::{Attachment, Content};
+        let long = samples().pop().unwrap();
+        let fields = Content::Fields {
+            subject: "Factura «1» \"ok\"".into(),
+            text: Some(long.clone()),
+            html: Some(format!("<p>{long}</p>")),
+            reply_to: None,
+            headers: vec![("X-Ref".into(), "a\tb".into())],
+            attachments: vec![Attachment {
+                filename: "a.pdf".into(),
+                content_type: "application/pdf".into(),
+                data_base64: "QUJD".repeat(300),
+            }],
+            template: None,
+        };
+        let raw = Content::Raw {
+            data_base64: "TUlNRQ==".repeat(100),
+        };
+        for content in [fields, raw] {
+            let json = serde_json::to_string(&content).unwrap();
+            assert_eq!(serde_json::from_str::<Content>(&json).unwrap(), content);
+        }
+    }
 }
