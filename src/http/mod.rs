@@ -152,18 +152,23 @@ impl TestLimiter {
 }
 
 /// The whole HTTP application.
+///
+/// The layers wrap the application once, around its routing, instead of each route
+/// (`Router::layer`): that boxes every route once more for each layer, and every request
+/// cloned its route's chain of boxes and boxed a future at each level.
 pub fn router(state: AppState) -> Router {
-    routes::api()
+    let body_limit = state.config.max_body_bytes;
+    let app = routes::api()
         .merge(ui::routes())
         .fallback(error::no_route)
-        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            error::localize,
-        ))
-        .layer(middleware::from_fn(ui::security_headers))
+        .with_state(state.clone());
+    let layered = tower::ServiceBuilder::new()
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .layer(middleware::from_fn(ui::security_headers))
+        .layer(middleware::from_fn_with_state(state, error::localize))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .service(app);
+    Router::new().fallback_service(layered)
 }
 
 pub use routes::ApiDoc;
