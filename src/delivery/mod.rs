@@ -677,6 +677,9 @@ impl Dispatcher {
                         .data
                         .as_ref()
                         .is_some_and(|r| (200..300).contains(&r.code));
+                    // The DATA reply as people read it, for each sent recipient, the event and
+                    // the attempt: written once.
+                    let data_reply = report.data.as_ref().map(|r| r.summary());
                     let mut sent = 0;
                     let mut refused = 0;
                     for (n, &i) in pending.iter().enumerate() {
@@ -686,7 +689,7 @@ impl Dispatcher {
                         let rcpt_ok = (200..300).contains(&rcpt.code);
                         if rcpt_ok && data_ok {
                             state[i].2 = "sent".into();
-                            state[i].3 = report.data.as_ref().map(|r| r.summary());
+                            state[i].3 = data_reply.clone();
                             sent += 1;
                         } else if !rcpt_ok {
                             state[i].3 = Some(rcpt.summary());
@@ -732,11 +735,7 @@ impl Dispatcher {
                                 "{} recipient(s) via {}: {}",
                                 sent,
                                 candidate.spec.name,
-                                report
-                                    .data
-                                    .as_ref()
-                                    .map(|r| r.summary())
-                                    .unwrap_or_default()
+                                data_reply.as_deref().unwrap_or_default()
                             )),
                         ));
                     } else {
@@ -775,7 +774,7 @@ impl Dispatcher {
                         reply: diagnosis
                             .as_ref()
                             .and_then(|d| d.reply.clone())
-                            .or_else(|| report.data.as_ref().map(|r| r.summary())),
+                            .or(data_reply),
                         diagnosis_code: diagnosis.as_ref().map(|d| d.code.as_str().to_string()),
                         note,
                         transcript: report.transcript,
