@@ -140,8 +140,11 @@ impl Transcript {
     }
 
     fn client_line(&mut self, line: String) {
-        let upper = line.to_ascii_uppercase();
-        if upper.starts_with("AUTH ") {
+        let starts = |prefix: &str| {
+            line.len() >= prefix.len()
+                && line.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+        };
+        if starts("AUTH ") {
             self.in_auth = true;
             let mechanism = line.split_whitespace().nth(1).unwrap_or("");
             let initial = line.split_whitespace().count() > 2;
@@ -153,10 +156,10 @@ impl Transcript {
         } else if self.in_auth {
             self.push("C: ****".into());
         } else {
-            if upper == "DATA" {
+            if line.eq_ignore_ascii_case("DATA") {
                 self.data_reply_after = Some(self.pending_replies);
             }
-            self.push(format!("C: {line}"));
+            self.push(tagged("C: ", &line));
         }
         self.pending_replies += 1;
     }
@@ -171,10 +174,13 @@ impl Transcript {
 
     fn server_line(&mut self, line: String) {
         let last_of_reply = line.as_bytes().get(3) != Some(&b'-');
-        self.reply_in_progress.push(line.clone());
+        let tagged = tagged("S: ", &line);
+        let is_354 = line.starts_with("354");
+        let is_334 = line.starts_with("334");
+        self.reply_in_progress.push(line);
         if last_of_reply {
             self.last_reply = std::mem::take(&mut self.reply_in_progress);
-            if self.in_auth && !line.starts_with("334") {
+            if self.in_auth && !is_334 {
                 self.in_auth = false;
             }
             self.pending_replies = self.pending_replies.saturating_sub(1);
@@ -182,7 +188,7 @@ impl Transcript {
                 // This reply answers DATA: the body follows only after a 354.
                 Some(0) => {
                     self.data_reply_after = None;
-                    self.in_data = line.starts_with("354");
+                    self.in_data = is_354;
                 }
                 Some(n) => self.data_reply_after = Some(n - 1),
                 None => {}
@@ -195,11 +201,19 @@ impl Transcript {
             if last_of_reply {
                 *due -= 1;
             }
-            push_line(lines, format!("S: {line}"));
+            push_line(lines, tagged);
             return;
         }
-        self.push(format!("S: {line}"));
+        self.push(tagged);
     }
+}
+
+/// `line` behind its side's tag (`S: `, `C: `), in one allocation.
+fn tagged(tag: &str, line: &str) -> String {
+    let mut out = String::with_capacity(tag.len() + line.len());
+    out.push_str(tag);
+    out.push_str(line);
+    out
 }
 
 /// Keeps `line` (cut at [`MAX_LINE`]) unless `lines` is full.
@@ -375,6 +389,29 @@ mod tests {
         assert!(text.contains("C: <message: 31 bytes>"), "{text}");
         assert!(text.contains("C: MAIL FROM:<a@b.example>"));
         assert_eq!(t.last_reply(), "250 queued");
+    }
+
+    /// Commands are words of any case (RFC 5321 §2.4): a lower-case AUTH is masked and a
+    /// lower-case DATA's body is reduced to its size all the same.
+    #[test]
+    fn lower_case_commands_are_masked_too() {
+        let mut t = Transcript::default();
+        t.client_bytes(b"auth plain AGFsaWNlAHMzY3JldA==\r\n");
+        t.server_bytes(b"235 2.7.0 ok\r\n");
+        t.client_bytes(b"Auth Login\r\n");
+        t.server_bytes(b"334 VXNlcm5hbWU6\r\n");
+        t.client_bytes(b"YWxpY2U=\r\n");
+        t.server_bytes(b"535 5.7.8 no\r\n");
+        t.client_bytes(b"data\r\n");
+        t.server_bytes(b"354 go\r\n");
+        t.client_bytes(b"Subject: secret body\r\n\r\nhello\r\n.\r\n");
+        t.server_bytes(b"250 queued\r\n");
+        let text = t.lines().join("\n");
+        assert!(!text.contains("AGFsaWNlAHMzY3JldA=="), "{text}");
+        assert!(!text.contains("YWxpY2U="), "{text}");
+        assert!(!text.contains("secret body"), "{text}");
+        assert!(text.contains("C: AUTH plain ****"), "{text}");
+        assert!(text.contains("C: <message: 31 bytes>"), "{text}");
     }
 
     /// The end of data is found wherever the writes split the body, and the size is the same.
