@@ -694,7 +694,8 @@ impl Session {
 
 /// Writes `message` as the content of DATA and ends it, without flushing: a "." that begins the
 /// message or follows CR or LF is doubled (the transparency of RFC 5321 §4.5.2), then the end
-/// of data. It finds the dots with memchr instead of testing every byte. (mail-send's
+/// of data. It finds the dots that begin a line with memmem, two bytes at a time, instead of
+/// testing every byte or stopping at every full stop of the text. (mail-send's
 /// `write_message` does not double a dot at the very start, so a raw message beginning with
 /// ".\r\n" would end the data there and have the rest read as commands.)
 ///
@@ -706,14 +707,27 @@ pub async fn write_dot_stuffed<W: tokio::io::AsyncWrite + Unpin>(
     w: &mut W,
     message: &[u8],
 ) -> std::io::Result<()> {
+    use memchr::memmem::Finder;
+    use std::sync::LazyLock;
     use tokio::io::AsyncWriteExt;
+    static AFTER_LF: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n."));
+    static AFTER_CR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\r."));
+    // Where the dots to double are: after LF, after CR (one byte precedes each, so no dot is
+    // found twice), and at the very start.
+    let mut dots: Vec<usize> = AFTER_LF
+        .find_iter(message)
+        .chain(AFTER_CR.find_iter(message))
+        .map(|i| i + 1)
+        .collect();
+    if message.first() == Some(&b'.') {
+        dots.push(0);
+    }
+    dots.sort_unstable();
     let mut start = 0;
-    for dot in memchr::memchr_iter(b'.', message) {
-        if dot == 0 || matches!(message[dot - 1], b'\r' | b'\n') {
-            // Up to and with this dot; the next piece starts with it again.
-            w.write_all(&message[start..=dot]).await?;
-            start = dot;
-        }
+    for dot in dots {
+        // Up to and with this dot; the next piece starts with it again.
+        w.write_all(&message[start..=dot]).await?;
+        start = dot;
     }
     w.write_all(&message[start..]).await?;
     if message.ends_with(b"\r\n") {
@@ -748,6 +762,50 @@ mod tests {
         assert_eq!(stuffed(b".a").await, b"..a\r\n.\r\n");
     }
 
+    /// Every dot at the start or after CR or LF is doubled and no other, in strings of dots,
+    /// line ends and letters of every length up to 12 (a byte-by-byte rule as the reference).
+    #[tokio::test]
+    async fn dot_stuffing_doubles_exactly_the_dots_that_begin_a_line() {
+        let alphabet = [b'.', b'\r', b'\n', b'a'];
+        for len in 0..=12u32 {
+            // Every string of `len` letters up to 7 (the base-4 digits of k), a spread of
+            // 16,384 of them for longer ones.
+            let count = 4u64.pow(len.min(7));
+            for k in 0..count {
+                let mut digits = if len <= 7 {
+                    k
+                } else {
+                    k.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                };
+                let case: Vec<u8> = (0..len)
+                    .map(|_| {
+                        let b = alphabet[(digits % 4) as usize];
+                        digits /= 4;
+                        b
+                    })
+                    .collect();
+                let mut want = Vec::new();
+                for (i, &b) in case.iter().enumerate() {
+                    if b == b'.' && (i == 0 || matches!(case[i - 1], b'\r' | b'\n')) {
+                        want.push(b'.');
+                    }
+                    want.push(b);
+                }
+                want.extend_from_slice(if case.ends_with(b"\r\n") {
+                    b".\r\n"
+                } else {
+                    b"\r\n.\r\n"
+                });
+                assert_eq!(
+                    stuffed(&case).await,
+                    want,
+                    "{:?}",
+                    String::from_utf8_lossy(&case)
+                );
+            }
+        }
+    }
+
     /// The end of data finishes the last line instead of adding an empty one after it.
     #[tokio::test]
     async fn the_end_of_data_adds_no_empty_line() {
@@ -770,9 +828,11 @@ mod tests {
     #[tokio::test]
     async fn dot_stuffing_matches_mail_send() {
         use tokio::io::AsyncReadExt;
-        let cases: [&[u8]; 6] = [
+        let cases: [&[u8]; 8] = [
             b"",
             b"no dots at all\r\n",
+            b"Full stops. In the text.\r\n.but one begins a line. And\r\n..another.\r\n",
+            b"x\r.\n.\r\n.",
             b"a\r\n.b\r\n..c\r\n",
             b"lf only\n.d\n",
             b"cr only\r.e",
